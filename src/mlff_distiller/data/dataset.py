@@ -1,0 +1,302 @@
+"""``MolecularDataset`` and ``MolecularSubset``: raw structures from a reader -> torch samples.
+
+A sample is a dict of tensors (see DESIGN.md): ``positions`` [N, 3] Å, ``species`` [N] int64,
+``cell`` [3, 3] Å, ``pbc`` [3] bool, ``natoms`` [] int64, ``idx`` [] int64, and the labels the
+structure carries: ``energy`` [] eV, ``forces`` [N, 3] eV/Å, ``stress`` [3, 3] eV/Å³; plus
+``atoms`` (an ``ase.Atoms`` whose calculator returns the same labels) when ``return_atoms=True``.
+No format-specific code lives here: every format is a ``Reader``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .readers import guess_format, normalize_format, open_reader
+from .readers.base import Reader
+from .stats import compute_statistics
+from .structure import LABEL_NAMES, Structure
+
+PathLike = Union[str, os.PathLike]
+
+#: structures checked at construction for an explicitly configured label key
+KEY_CHECK_STRUCTURES = 20
+#: structures read per chunk when scanning the whole dataset (statistics, cache)
+SCAN_CHUNK = 256
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _check_format_matches(path: str, fmt: str) -> None:
+    """ValueError when the file's suffix clearly belongs to another format."""
+    try:
+        guessed = guess_format(path)
+    except ValueError:
+        return  # unknown suffix: trust the caller
+    compatible = {fmt} | ({"hdf5", "packed"} if fmt in ("hdf5", "packed") else set())
+    if guessed not in compatible:
+        raise ValueError(
+            f"{path}: format={fmt!r} does not match a {Path(path).suffix!r} file "
+            f"(looks like format={guessed!r}); supported formats: ase, hdf5, packed, xyz"
+        )
+
+
+def structure_to_atoms(structure: Structure):
+    """An ``ase.Atoms`` for ``structure`` whose SinglePointCalculator returns its labels (float64)."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = Atoms(
+        numbers=structure.numbers,
+        positions=np.asarray(structure.positions, dtype=np.float64),
+        cell=np.asarray(structure.cell, dtype=np.float64),
+        pbc=structure.pbc,
+    )
+    results = {}
+    if structure.energy is not None:
+        results["energy"] = float(structure.energy)
+    if structure.forces is not None:
+        results["forces"] = np.asarray(structure.forces, dtype=np.float64)
+    if structure.stress is not None:
+        results["stress"] = np.asarray(structure.stress, dtype=np.float64)
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+class MolecularDataset(Dataset):
+    """Labeled structures from an ASE database, extended XYZ, HDF5 or packed file as torch samples.
+
+    Args:
+        data_path: file (or database URL) to read.
+        format: 'ase', 'xyz', 'hdf5' or 'packed' (``None``/'auto': guess from the suffix).
+        cache: keep every structure's arrays in memory after one read of the file.
+        transform: callable applied to each sample dict (e.g. ``Compose([...])``).
+        return_atoms: put an ``ase.Atoms`` (labels in its calculator) in ``dataset[i]``.
+        dtype: float dtype of positions, cell and labels (``torch.float64`` is bit-exact).
+        energy_key, forces_key, stress_key: where the labels are stored in the file.
+        reader_options: format-specific options (e.g. ``layout=`` for HDF5).
+    """
+
+    def __init__(
+        self,
+        data_path: PathLike,
+        format: Optional[str] = "ase",
+        cache: bool = False,
+        transform: Optional[Callable[[dict], dict]] = None,
+        return_atoms: bool = True,
+        dtype: torch.dtype = torch.float32,
+        energy_key: str = "energy",
+        forces_key: str = "forces",
+        stress_key: str = "stress",
+        **reader_options,
+    ) -> None:
+        path = os.fspath(data_path)
+        if not _is_url(path) and not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        fmt = normalize_format(format) if format not in (None, "auto") else guess_format(path)
+        if not _is_url(path):
+            _check_format_matches(path, fmt)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+        self.data_path = path
+        self.format = fmt
+        self.transform = transform
+        self.return_atoms = return_atoms
+        self.dtype = dtype
+        #: build ``atoms`` for samples fetched in batches (``__getitems__``, used by DataLoader)
+        self.atoms_in_batches = False
+        self.reader: Reader = open_reader(
+            path, fmt, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **reader_options
+        )
+        self._len = len(self.reader)
+        self._check_configured_keys()
+        self._cache: Optional[list[Structure]] = None
+        if cache:
+            self._cache = list(self._scan(range(self._len)))
+
+    # -- raw access ---------------------------------------------------------------------
+    @property
+    def cache(self) -> bool:
+        return self._cache is not None
+
+    @property
+    def units(self) -> dict:
+        """Unit conversions applied while reading (empty when the file is in eV/Å already)."""
+        return dict(self.reader.units)
+
+    def natoms_array(self) -> np.ndarray:
+        """[S] int64 atom count of every structure, read without loading the structures."""
+        return self.reader.natoms_array()
+
+    def _normalize_index(self, index) -> int:
+        if isinstance(index, torch.Tensor):
+            index = index.item()
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"dataset index must be an integer, got {type(index).__name__}")
+        i = int(index)
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(f"index {index} out of range for a dataset of {self._len} structures")
+        return i
+
+    def get_structure(self, index: int) -> Structure:
+        """Raw numpy arrays of structure ``index`` (units eV/Å, the file's float dtype)."""
+        i = self._normalize_index(index)
+        if self._cache is not None:
+            return self._cache[i]
+        return self.reader.read(i)
+
+    def get_structures(self, indices: Sequence[int]) -> list[Structure]:
+        idx = [self._normalize_index(i) for i in indices]
+        if self._cache is not None:
+            return [self._cache[i] for i in idx]
+        return self.reader.read_many(idx)
+
+    def _scan(self, indices: Iterable[int]) -> Iterator[Structure]:
+        """Every structure of ``indices`` in order, read in chunks."""
+        idx = list(indices)
+        for start in range(0, len(idx), SCAN_CHUNK):
+            chunk = idx[start : start + SCAN_CHUNK]
+            if self._cache is not None:
+                yield from (self._cache[i] for i in chunk)
+            else:
+                yield from self.reader.read_many(chunk)
+
+    def _check_configured_keys(self) -> None:
+        """KeyError when an explicitly configured key is in none of the first structures."""
+        keys = self.reader.keys
+        explicit = [label for label in LABEL_NAMES if not keys.is_default(label)]
+        if not explicit or self._len == 0:
+            return
+        n = min(self._len, KEY_CHECK_STRUCTURES)
+        found = {label: False for label in explicit}
+        for s in self.reader.read_many(range(n)):
+            for label in explicit:
+                found[label] = found[label] or getattr(s, label) is not None
+        missing = [label for label, ok in found.items() if not ok]
+        if missing:
+            available = sorted(set().union(*(self.reader.label_keys(i) for i in range(min(n, 3)))))
+            what = ", ".join(f"{label}_key={keys.key(label)!r}" for label in missing)
+            raise KeyError(
+                f"{self.reader.display_path if hasattr(self.reader, 'display_path') else self.data_path}: "
+                f"{what} not found in structures 0-{n - 1}; keys found: {available}"
+            )
+
+    # -- samples --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._len
+
+    def _float(self, array) -> torch.Tensor:
+        return torch.tensor(np.asarray(array), dtype=self.dtype)
+
+    def to_sample(self, structure: Structure, index: int, with_atoms: bool) -> dict:
+        """The sample dict of ``structure`` (fresh tensors: transforms may change them freely)."""
+        sample = {
+            "positions": self._float(structure.positions),
+            "species": torch.tensor(np.asarray(structure.numbers), dtype=torch.int64),
+            "cell": self._float(structure.cell),
+            "pbc": torch.tensor(np.asarray(structure.pbc), dtype=torch.bool),
+            "natoms": torch.tensor(structure.natoms, dtype=torch.int64),
+            "idx": torch.tensor(index, dtype=torch.int64),
+        }
+        for label in LABEL_NAMES:
+            value = getattr(structure, label)
+            if value is not None:
+                sample[label] = self._float(value)
+        if with_atoms:
+            sample["atoms"] = structure_to_atoms(structure)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def __getitem__(self, index) -> dict:
+        i = self._normalize_index(index)
+        return self.to_sample(self.get_structure(i), i, self.return_atoms)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Samples for a batch of indices (torch's DataLoader calls this for batched fetching).
+
+        ``atoms`` is left out unless ``atoms_in_batches`` is set: batches do not carry Atoms.
+        """
+        idx = [self._normalize_index(i) for i in indices]
+        with_atoms = self.return_atoms and self.atoms_in_batches
+        return [self.to_sample(s, i, with_atoms) for s, i in zip(self.get_structures(idx), idx)]
+
+    def get_atoms(self, index: int):
+        """``ase.Atoms`` of structure ``index``; its calculator returns the file's labels (eV, eV/Å)."""
+        return structure_to_atoms(self.get_structure(index))
+
+    def get_statistics(self, indices: Optional[Sequence[int]] = None) -> dict:
+        """Statistics of the raw labels (before transforms), see ``stats.compute_statistics``."""
+        idx = range(self._len) if indices is None else [self._normalize_index(i) for i in indices]
+        stats = compute_statistics(self._scan(idx))
+        stats["units"] = self.units
+        return stats
+
+    def __repr__(self) -> str:
+        path = getattr(self.reader, "display_path", self.data_path)
+        return f"MolecularDataset({path!r}, format={self.format!r}, n={self._len})"
+
+
+class MolecularSubset(Dataset):
+    """A view of ``dataset`` restricted to ``indices`` (positions in the parent dataset)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        n = len(dataset)
+        bad = [i for i in self.indices if not -n <= i < n]
+        if bad:
+            raise IndexError(f"subset indices {bad[:5]} out of range for a dataset of {n} structures")
+        self.indices = [i % n for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _parent_index(self, index) -> int:
+        if isinstance(index, torch.Tensor):
+            index = index.item()
+        i = int(index)
+        if i < 0:
+            i += len(self.indices)
+        if not 0 <= i < len(self.indices):
+            raise IndexError(f"index {index} out of range for a subset of {len(self.indices)} structures")
+        return self.indices[i]
+
+    def __getitem__(self, index) -> dict:
+        return self.dataset[self._parent_index(index)]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        parent = [self._parent_index(i) for i in indices]
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(parent)
+        return [self.dataset[i] for i in parent]
+
+    def natoms_array(self) -> np.ndarray:
+        return np.asarray(self.dataset.natoms_array())[np.asarray(self.indices, dtype=np.int64)]
+
+    def get_atoms(self, index: int):
+        return self.dataset.get_atoms(self._parent_index(index))
+
+    def get_statistics(self, indices: Optional[Sequence[int]] = None) -> dict:
+        """Statistics over the subset's structures (or over ``indices`` of the subset)."""
+        own = self.indices if indices is None else [self._parent_index(i) for i in indices]
+        return self.dataset.get_statistics(own)
+
+    def __getattr__(self, name: str):
+        # transform, dtype, return_atoms, atoms_in_batches... come from the parent dataset
+        if name in ("dataset", "indices"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __repr__(self) -> str:
+        return f"MolecularSubset({self.dataset!r}, n={len(self.indices)})"

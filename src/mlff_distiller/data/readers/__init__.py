@@ -1,0 +1,92 @@
+"""Readers, one module per storage format, and ``open_reader`` which picks one by name."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from .base import DataFormatError, Reader, format_error
+
+#: format name -> "module:Class" (imported lazily so a missing optional dependency only
+#: matters for the format that needs it)
+READERS: dict[str, str] = {
+    "ase": "mlff_distiller.data.readers.ase_db:AseDbReader",
+    "xyz": "mlff_distiller.data.readers.xyz:XyzReader",
+    "hdf5": "mlff_distiller.data.readers.hdf5:Hdf5Reader",
+    "packed": "mlff_distiller.data.readers.packed:PackedReader",
+}
+
+FORMAT_ALIASES = {
+    "db": "ase",
+    "ase-db": "ase",
+    "sqlite": "ase",
+    "extxyz": "xyz",
+    "h5": "hdf5",
+}
+
+SUFFIX_FORMATS = {
+    ".db": "ase",
+    ".xyz": "xyz",
+    ".extxyz": "xyz",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".hdf": "hdf5",
+}
+
+
+def supported_formats() -> list[str]:
+    return sorted(READERS)
+
+
+def normalize_format(fmt: str) -> str:
+    """Canonical format name, or ValueError listing the supported ones."""
+    name = str(fmt).lower()
+    name = FORMAT_ALIASES.get(name, name)
+    if name not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; supported formats: {', '.join(supported_formats())}")
+    return name
+
+
+def guess_format(path: str | os.PathLike) -> str:
+    """Format from a path's suffix (or a database URL), or ValueError."""
+    text = str(path)
+    if text.startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
+        return "ase"
+    p = Path(text)
+    if p.is_dir() or p.suffix.lower() in (".packed",):
+        return "packed"
+    suffix = p.suffix.lower()
+    if suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffix]
+    raise ValueError(
+        f"{text}: cannot tell the format from the suffix {suffix!r}; pass format= one of "
+        f"{', '.join(supported_formats())}"
+    )
+
+
+def reader_class(fmt: str) -> type[Reader]:
+    module_name, cls_name = READERS[normalize_format(fmt)].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def open_reader(path: str | os.PathLike, format: str | None = None, **options) -> Reader:
+    """Open ``path`` with the reader of ``format`` (guessed from the suffix when None).
+
+    options: ``energy_key``, ``forces_key``, ``stress_key`` and format-specific options.
+    Raises FileNotFoundError for a missing file and ValueError for an unknown format.
+    """
+    fmt = normalize_format(format) if format is not None else guess_format(path)
+    return reader_class(fmt)(path, **options)
+
+
+__all__ = [
+    "DataFormatError",
+    "Reader",
+    "format_error",
+    "open_reader",
+    "normalize_format",
+    "guess_format",
+    "supported_formats",
+    "READERS",
+]

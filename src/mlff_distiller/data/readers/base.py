@@ -1,0 +1,99 @@
+"""The reader interface: count structures, tell atom counts, return raw arrays for index i.
+
+A reader knows one storage format and nothing about torch. It opens its file lazily, once
+per process (the handle is dropped when pickled, so a reader survives ``fork``/``spawn``
+into DataLoader workers), and reports bad input with the file, the structure index and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import DataFormatError, format_error  # noqa: F401  (re-exported)
+from ..labels import LabelKeys
+from ..structure import Structure
+
+
+class Reader(ABC):
+    """Random access to the structures of one file.
+
+    Subclasses implement ``_open`` (return the handle), ``__len__``, ``natoms_array``
+    and ``read``. ``read_many`` defaults to a loop over ``read``; readers that can serve
+    a batch of indices at once override it.
+    """
+
+    #: short name used by ``MolecularDataset(format=...)``
+    format_name: str = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        energy_key: str = "energy",
+        forces_key: str = "forces",
+        stress_key: str = "stress",
+    ) -> None:
+        self.path = str(path)
+        self.keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
+        self._handle = None
+        self._handle_pid: Optional[int] = None
+        #: unit conversions applied while reading, e.g. {"energy": "Hartree -> eV (x27.211...)"}
+        self.units: dict[str, str] = {}
+
+    # -- file handle, one per process ------------------------------------------------
+    @property
+    def handle(self):
+        """The open file handle of this process (opened on first use, reopened after fork)."""
+        pid = os.getpid()
+        if self._handle is None or self._handle_pid != pid:
+            self._handle = self._open()
+            self._handle_pid = pid
+        return self._handle
+
+    def _open(self):  # pragma: no cover - readers without a persistent handle
+        return None
+
+    def close(self) -> None:
+        h, self._handle = self._handle, None
+        if h is not None and hasattr(h, "close") and self._handle_pid == os.getpid():
+            try:
+                h.close()
+            except Exception:
+                pass
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_handle_pid"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    # -- the interface ------------------------------------------------------------------
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of structures."""
+
+    @abstractmethod
+    def natoms_array(self) -> np.ndarray:
+        """[S] int64 atom count of every structure, without reading the structures' arrays."""
+
+    @abstractmethod
+    def read(self, index: int) -> Structure:
+        """Raw arrays of structure ``index`` (0 <= index < len)."""
+
+    def read_many(self, indices: Sequence[int]) -> list[Structure]:
+        """Raw arrays of several structures, in the order given."""
+        return [self.read(int(i)) for i in indices]
+
+    def label_keys(self, index: int) -> list[str]:
+        """Names of the label-like keys structure ``index`` carries (used in error messages)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
