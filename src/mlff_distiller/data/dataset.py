@@ -18,9 +18,11 @@ import torch
 from torch.utils.data import Dataset
 
 from .readers import guess_format, normalize_format, open_reader
+from .packed import PackedStore, build_store
 from .readers.base import Reader
 from .stats import compute_statistics
 from .structure import LABEL_NAMES, Structure
+from .structure_batch import SampleList, StructureBatch
 
 PathLike = Union[str, os.PathLike]
 
@@ -118,9 +120,10 @@ class MolecularDataset(Dataset):
         )
         self._len = len(self.reader)
         self._check_configured_keys()
-        self._cache: Optional[list[Structure]] = None
+        #: ``cache=True``: every structure in RAM as packed arrays (one pass over the file)
+        self._cache: Optional[PackedStore] = None
         if cache:
-            self._cache = list(self._scan(range(self._len)))
+            self._cache = build_store(self.reader, chunk=SCAN_CHUNK)
 
     # -- raw access ---------------------------------------------------------------------
     @property
@@ -152,13 +155,13 @@ class MolecularDataset(Dataset):
         """Raw numpy arrays of structure ``index`` (units eV/Å, the file's float dtype)."""
         i = self._normalize_index(index)
         if self._cache is not None:
-            return self._cache[i]
+            return self._cache.read(i)
         return self.reader.read(i)
 
     def get_structures(self, indices: Sequence[int]) -> list[Structure]:
         idx = [self._normalize_index(i) for i in indices]
         if self._cache is not None:
-            return [self._cache[i] for i in idx]
+            return self._cache.read_many(idx)
         return self.reader.read_many(idx)
 
     def _scan(self, indices: Iterable[int]) -> Iterator[Structure]:
@@ -167,7 +170,7 @@ class MolecularDataset(Dataset):
         for start in range(0, len(idx), SCAN_CHUNK):
             chunk = idx[start : start + SCAN_CHUNK]
             if self._cache is not None:
-                yield from (self._cache[i] for i in chunk)
+                yield from self._cache.read_many(chunk)
             else:
                 yield from self.reader.read_many(chunk)
 
@@ -187,7 +190,7 @@ class MolecularDataset(Dataset):
             available = sorted(set().union(*(self.reader.label_keys(i) for i in range(min(n, 3)))))
             what = ", ".join(f"{label}_key={keys.key(label)!r}" for label in missing)
             raise KeyError(
-                f"{self.reader.display_path if hasattr(self.reader, 'display_path') else self.data_path}: "
+                f"{self.reader.display_path}: "
                 f"{what} not found in structures 0-{n - 1}; keys found: {available}"
             )
 
@@ -222,14 +225,48 @@ class MolecularDataset(Dataset):
         i = self._normalize_index(index)
         return self.to_sample(self.get_structure(i), i, self.return_atoms)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+    def _normalize_indices(self, indices: Sequence[int]) -> np.ndarray:
+        """[B] int64 indices in range (negative ones wrapped), vectorised; errors as ``_normalize_index``."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        arr = np.asarray(indices)
+        if arr.dtype.kind not in "iu":
+            if arr.size == 0:
+                return np.zeros(0, dtype=np.int64)
+            return np.array([self._normalize_index(i) for i in indices], dtype=np.int64)
+        arr = arr.astype(np.int64, copy=False).reshape(-1)
+        if arr.size and (arr.min() < 0 or arr.max() >= self._len):
+            wrapped = np.where(arr < 0, arr + self._len, arr)
+            bad = (wrapped < 0) | (wrapped >= self._len)
+            if bad.any():
+                raise IndexError(f"index {int(arr[bad][0])} out of range for a dataset of {self._len} structures")
+            return wrapped
+        return arr
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict]:
         """Samples for a batch of indices (torch's DataLoader calls this for batched fetching).
 
         ``atoms`` is left out unless ``atoms_in_batches`` is set: batches do not carry Atoms.
+        Without a transform and without atoms, the batch is read as one ``StructureBatch``
+        (a single gather from a packed file or the cache) and returned as a lazy ``SampleList``:
+        the project's collate functions batch it with whole-array operations, any other collate
+        function sees the usual sample dicts.
         """
-        idx = [self._normalize_index(i) for i in indices]
+        idx = self._normalize_indices(indices)
         with_atoms = self.return_atoms and self.atoms_in_batches
-        return [self.to_sample(s, i, with_atoms) for s, i in zip(self.get_structures(idx), idx)]
+        if self.transform is None and not with_atoms:
+            return self._sample_list(idx)
+        return [self.to_sample(s, int(i), with_atoms) for s, i in zip(self.get_structures(idx), idx)]
+
+    def _sample_list(self, idx: np.ndarray) -> SampleList:
+        source = self._cache if self._cache is not None else self.reader
+        read_batch = getattr(source, "read_batch", None)
+        if read_batch is not None:
+            batch = read_batch(idx)
+        else:
+            batch = StructureBatch.from_structures(self.get_structures(idx), idx)
+        cutoff = getattr(source, "cutoff", None) if batch.edge_index is not None else None
+        return SampleList(batch, self.dtype, edges_cutoff=cutoff)
 
     def get_atoms(self, index: int):
         """``ase.Atoms`` of structure ``index``; its calculator returns the file's labels (eV, eV/Å)."""
@@ -243,8 +280,7 @@ class MolecularDataset(Dataset):
         return stats
 
     def __repr__(self) -> str:
-        path = getattr(self.reader, "display_path", self.data_path)
-        return f"MolecularDataset({path!r}, format={self.format!r}, n={self._len})"
+        return f"MolecularDataset({self.reader.display_path!r}, format={self.format!r}, n={self._len})"
 
 
 class MolecularSubset(Dataset):

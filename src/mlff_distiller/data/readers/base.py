@@ -38,6 +38,8 @@ class Reader(ABC):
         stress_key: str = "stress",
     ) -> None:
         self.path = str(path)
+        #: the path as shown in messages and reprs (readers of URLs replace the password by ***)
+        self.display_path = self.path
         self.keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
         self._handle = None
         self._handle_pid: Optional[int] = None
@@ -96,4 +98,4 @@ class Reader(ABC):
         return []
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r})"
+        return f"{type(self).__name__}({self.display_path!r})"
