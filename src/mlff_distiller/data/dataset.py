@@ -132,7 +132,7 @@ class MolecularDataset(Dataset):
 
     @property
     def units(self) -> dict:
-        """Unit conversions applied while reading (empty when the file is in eV/Å already)."""
+        """Units found in the file and the conversion applied to each quantity (empty for plain eV/Å files)."""
         return dict(self.reader.units)
 
     def natoms_array(self) -> np.ndarray:

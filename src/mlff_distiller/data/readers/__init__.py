@@ -54,8 +54,8 @@ def guess_format(path: str | os.PathLike) -> str:
     if text.startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
         return "ase"
     p = Path(text)
-    if p.is_dir() or p.suffix.lower() in (".packed",):
-        return "packed"
+    if p.is_dir():
+        return "hdf5"  # a directory of HDF5 shards (e.g. MACE's preprocessed split)
     suffix = p.suffix.lower()
     if suffix in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[suffix]

@@ -1,0 +1,180 @@
+"""``format='hdf5'``: recognise the layout of an HDF5 file and read it through that layout.
+
+Layouts (see ``hdf5_layouts``): the guide's ``structures/<i>/...``, our packed format (handed to
+``PackedReader``), ANI-1/1x/2x, SPICE, modelforge, schnetpack MD logs, DeePMD and MACE's
+preprocessed shards. ``layout=`` forces one. Values come back in ASE units (eV, Å, eV/Å,
+eV/Å³; forces = -gradient where a file stores gradients); every conversion applied is
+described in ``reader.units``.
+
+    reader = Hdf5Reader("SPICE.hdf5")
+    reader.layout_name   # 'spice'
+    reader.units         # {'positions': 'conformations: bohr -> Å (x0.529...) [attribute]', ...}
+    s = reader.read(0)   # Structure: positions [N, 3] Å, energy [] eV, forces [N, 3] eV/Å
+
+A MACE split may be given as one shard, a directory of shards or a glob
+(``'processed/train/*.h5'``); the reader then spans all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import DataFormatError
+from ..structure import Structure
+from .base import Reader
+from .hdf5_layouts import (
+    PACKED,
+    H5Files,
+    LayoutContext,
+    detect_layout,
+    layout_class,
+    normalize_layout,
+    supported_layouts,
+)
+from .hdf5_layouts._h5 import list_tree
+from .hdf5_layouts.paths import resolve_paths
+
+
+class Hdf5Reader(Reader):
+    """Random access to the structures of an HDF5 file in any supported layout.
+
+    Args:
+        path: an HDF5 file; for MACE shards also a directory or a glob pattern.
+        layout: force a layout ('guide', 'ani', 'ani1', 'spice', 'modelforge', 'schnetpack_md',
+            'deepmd', 'mace', 'packed'); None: detect it from the file.
+        energy_key, forces_key, stress_key: dataset names of the labels. Left at their defaults,
+            each layout tries its conventional names (``energies``, ``dft_total_energy``,
+            ``wb97x_dz.energy``...); set explicitly (``energy_key='ccsd(t)_cbs.energy'``) the key
+            must exist in the file (KeyError listing the keys otherwise).
+        nan_as_missing: treat a label that is entirely NaN as absent (ANI-1ccx marks conformers
+            without a CCSD(T) energy that way) instead of raising DataFormatError.
+        **options: layout options (``type_map`` for DeePMD; ``energy_unit``, ``forces_unit``,
+            ``length_unit`` for schnetpack MD logs); anything else is a TypeError.
+    """
+
+    format_name = "hdf5"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        layout: Optional[str] = None,
+        energy_key: str = "energy",
+        forces_key: str = "forces",
+        stress_key: str = "stress",
+        nan_as_missing: bool = False,
+        **options,
+    ) -> None:
+        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        self.paths = resolve_paths(self.path)
+        for p in self.paths:
+            if not h5py.is_hdf5(p):
+                raise DataFormatError(f"{p}: not an HDF5 file (no HDF5 signature)")
+        name = normalize_layout(layout) if layout is not None else self._detect(self.paths[0])
+        self.layout_name = name
+        self._layout = None
+        self._delegate: Optional[Reader] = None
+        if name == PACKED:
+            if len(self.paths) > 1:
+                raise DataFormatError(f"{self.path}: a packed dataset is one file, got {len(self.paths)} files")
+            if nan_as_missing:
+                raise TypeError("nan_as_missing does not apply to packed files (their labels were validated when packed)")
+            from .packed import PackedReader
+
+            self._delegate = PackedReader(
+                self.paths[0], energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **options
+            )
+            self.units = self._delegate.units
+            return
+        cls = layout_class(name)
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            accepted = ", ".join(cls.options) or "none"
+            raise TypeError(f"HDF5 layout {name!r} does not take option(s) {unknown}; its options: {accepted}")
+        if len(self.paths) > 1 and not cls.multi_file:
+            raise DataFormatError(
+                f"{self.path}: {len(self.paths)} files matched, but the {name!r} layout reads one file "
+                "(only MACE shards span several files)"
+            )
+        ctx = LayoutContext(paths=tuple(self.paths), keys=self.keys, nan_as_missing=bool(nan_as_missing))
+        try:
+            self._layout = cls(self.handle, ctx, **options)
+        except BaseException:
+            self.close()
+            raise
+        self.units = self._layout.units
+        self._natoms = np.ascontiguousarray(self._layout.natoms, dtype=np.int64)
+
+    def _detect(self, path: str) -> str:
+        try:
+            with h5py.File(path, "r") as f:
+                name = detect_layout(f)
+                if name is None:
+                    found = list_tree(f, limit=20)
+                    raise DataFormatError(
+                        f"{path}: unknown HDF5 layout. Found: {found or '(empty file)'}. "
+                        f"Supported layouts: {', '.join(supported_layouts())} (pass layout=... to force one)"
+                    )
+                return name
+        except OSError as exc:
+            raise DataFormatError(f"{path}: cannot be opened as HDF5: {exc}") from None
+
+    def _open(self) -> H5Files:
+        return H5Files(self.paths)
+
+    # -- the Reader interface -----------------------------------------------------------------
+    def __len__(self) -> int:
+        if self._delegate is not None:
+            return len(self._delegate)
+        return int(self._natoms.shape[0])
+
+    def natoms_array(self) -> np.ndarray:
+        if self._delegate is not None:
+            return self._delegate.natoms_array()
+        return self._natoms
+
+    def _check_index(self, index) -> int:
+        i = int(index)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.path}: structure index {index} out of range for {n} structures")
+        return i
+
+    def read(self, index: int) -> Structure:
+        if self._delegate is not None:
+            return self._delegate.read(index)
+        return self._layout.read(self.handle, self._check_index(index))
+
+    def read_many(self, indices: Sequence[int]) -> list[Structure]:
+        if self._delegate is not None:
+            return self._delegate.read_many(indices)
+        idx = [self._check_index(i) for i in indices]
+        return self._layout.read_many(self.handle, idx)
+
+    def label_keys(self, index: int) -> list[str]:
+        if self._delegate is not None:
+            return self._delegate.label_keys(index)
+        return self._layout.label_keys(self.handle, self._check_index(index))
+
+    def __getattr__(self, name: str):
+        """A packed file's extra capabilities (``read_batch``, ``cutoff``, ``store``...) come
+        from the PackedReader it was handed to; other layouts have none."""
+        delegate = self.__dict__.get("_delegate")
+        if delegate is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(delegate, name)
+
+    def close(self) -> None:
+        if self._delegate is not None:
+            self._delegate.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        layout = self.__dict__.get("layout_name")
+        return f"Hdf5Reader({self.__dict__.get('path')!r}, layout={layout!r})"

@@ -1,0 +1,260 @@
+"""Groups of conformers sharing one molecule: the engine behind the ANI, SPICE and modelforge layouts.
+
+Each *conformer group* holds ``positions`` [C, N, 3], the species ([N], [N, 1] or per conformer
+[C, N]) and label arrays whose first axis is the conformer ([C], [C, 1], [C, N, 3]). Groups may
+sit at any depth (the original ANI-1 files nest them two levels down); they are visited in
+natural name order. Structure ``i`` is row ``i - start[g]`` of group ``g``.
+
+A layout supplies a ``Convention``: the dataset names it uses and the units its documentation
+gives; a unit attribute on a dataset (``units``/``unit``/``u``) takes precedence. A key whose
+name contains ``gradient`` holds dE/dR and becomes forces = -gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Optional
+
+import h5py
+import numpy as np
+from h5py import h5g
+
+from ...structure import Structure
+from ...units import Conversion
+from ._h5 import DatasetReader, natural_sorted
+from .base import H5Files, Layout, LayoutContext, apply, molecule_cell, to_numbers, unit_attr
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Dataset names and documented units of one conformer-group layout."""
+
+    positions: tuple[str, ...]
+    species: tuple[str, ...]
+    energy: tuple[str, ...]
+    forces: tuple[str, ...]
+    length_unit: str
+    energy_unit: str
+    forces_unit: str
+    gradient_unit: Optional[str] = None
+    #: where the units above come from, shown in ``reader.units``
+    source: str = "layout convention"
+
+
+@dataclass
+class _Group:
+    """One conformer group: where its arrays are and how to convert them."""
+
+    path: str
+    start: int
+    count: int
+    natoms: int
+    positions: str
+    species: str
+    species_per_conformer: bool
+    energy: Optional[str]
+    forces: Optional[str]
+    pos_conv: Conversion
+    energy_conv: Optional[Conversion]
+    forces_conv: Optional[Conversion]
+
+
+def is_gradient_key(name: str) -> bool:
+    return "gradient" in name.lower()
+
+
+class ConformerGroupLayout(Layout):
+    """Base class; subclasses set ``name``, ``convention`` and ``detect``."""
+
+    convention: ClassVar[Convention]
+
+    def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
+        super().__init__(files, ctx)
+        f = files[0]
+        conv = self.convention
+        groups: list[_Group] = []
+        seen_keys: set[str] = set()
+        energy_found = forces_found = False
+        start = 0
+        for path in self._conformer_groups(f):
+            grp = f[path]
+            names = set(grp.keys())
+            seen_keys.update(names)
+            g = self._describe(grp, path, names, start)
+            energy_found |= g.energy is not None
+            forces_found |= g.forces is not None
+            groups.append(g)
+            start += g.count
+        for label, found in (("energy", energy_found), ("forces", forces_found)):
+            if not found and not ctx.keys.is_default(label):
+                raise self.missing_key(label, seen_keys)
+        if not ctx.keys.is_default("stress"):
+            raise self.missing_key("stress", seen_keys)
+        self._groups = groups
+        self._starts = np.array([g.start for g in groups], dtype=np.int64)
+        self.natoms = (
+            np.concatenate([np.full(g.count, g.natoms, dtype=np.int64) for g in groups])
+            if groups
+            else np.zeros(0, dtype=np.int64)
+        )
+
+    # -- index ----------------------------------------------------------------------------
+    def _conformer_groups(self, f: h5py.File) -> Iterator[str]:
+        """Paths of the groups holding a positions dataset, depth first, natural order."""
+        positions = self.convention.positions
+
+        def walk(grp: h5py.Group, prefix: str) -> Iterator[str]:
+            names = natural_sorted(grp.keys())
+            if any(n in positions and grp.get(n, getclass=True) is h5py.Dataset for n in names):
+                yield prefix or "/"
+                return
+            for n in names:
+                if grp.get(n, getclass=True) is h5py.Group:
+                    yield from walk(grp[n], f"{prefix}/{n}" if prefix else n)
+
+        yield from walk(f, "")
+
+    def _pick(self, names: set[str], candidates) -> Optional[str]:
+        for c in candidates:
+            if c in names:
+                return c
+        return None
+
+    def _forces_candidates(self, energy_key: Optional[str]) -> tuple[str, ...]:
+        """Default forces names, preferring the forces of the same level of theory as the energy
+        ('wb97x_dz.energy' -> 'wb97x_dz.forces')."""
+        if not self.ctx.keys.is_default("forces"):
+            return (self.ctx.keys.key("forces"),)
+        out = list(self.convention.forces)
+        if energy_key and "." in energy_key:
+            out.insert(0, energy_key.rsplit(".", 1)[0] + ".forces")
+        return tuple(out)
+
+    def _describe(self, grp: h5py.Group, path: str, names: set[str], start: int) -> _Group:
+        conv, ctx = self.convention, self.ctx
+        pos_key = self._pick(names, conv.positions)
+        pos = grp[pos_key]
+        where = f"{path}/{pos_key}"
+        if pos.ndim != 3 or pos.shape[2] != 3:
+            raise ctx.error(start, where, f"conformer positions must have shape (C, N, 3), got {pos.shape}")
+        count, natoms = int(pos.shape[0]), int(pos.shape[1])
+
+        species_key = self._pick(names, conv.species)
+        if species_key is None:
+            raise ctx.error(start, f"{path}/{conv.species[0]}", f"missing species dataset (looked for {list(conv.species)})")
+        sshape = grp[species_key].shape
+        if sshape in ((natoms,), (natoms, 1)):
+            per_conf = False
+        elif sshape[:2] == (count, natoms) and len(sshape) in (2, 3) and sshape[2:] in ((), (1,)):
+            per_conf = True
+        else:
+            raise ctx.error(
+                start, f"{path}/{species_key}", f"species shape {sshape} fits neither ({natoms},) nor ({count}, {natoms})"
+            )
+
+        energy_key = self._pick(names, self.candidates("energy", conv.energy))
+        if energy_key is not None:
+            eshape = grp[energy_key].shape
+            if len(eshape) < 1 or eshape[0] != count or int(np.prod(eshape[1:])) != 1:
+                raise ctx.error(start, f"{path}/{energy_key}", f"energy shape {eshape} does not match {count} conformers")
+        forces_key = self._pick(names, self._forces_candidates(energy_key))
+        if forces_key is not None:
+            fshape = grp[forces_key].shape
+            if fshape != (count, natoms, 3):
+                raise ctx.error(start, f"{path}/{forces_key}", f"forces shape {fshape}, expected ({count}, {natoms}, 3)")
+
+        pos_conv = self.unit_conversion(
+            unit_attr(pos), "positions", where=where, default=conv.length_unit, convention=conv.source, index=start
+        )
+        energy_conv = forces_conv = None
+        if energy_key is not None:
+            energy_conv = self.unit_conversion(
+                unit_attr(grp[energy_key]),
+                "energy",
+                where=f"{path}/{energy_key}",
+                default=conv.energy_unit,
+                convention=conv.source,
+                index=start,
+            )
+        if forces_key is not None:
+            gradient = is_gradient_key(forces_key)
+            forces_conv = self.unit_conversion(
+                unit_attr(grp[forces_key]),
+                "gradient" if gradient else "forces",
+                where=f"{path}/{forces_key}",
+                default=(conv.gradient_unit or conv.forces_unit) if gradient else conv.forces_unit,
+                convention=conv.source,
+                sign=-1.0 if gradient else 1.0,
+                index=start,
+            )
+        return _Group(
+            path=path,
+            start=start,
+            count=count,
+            natoms=natoms,
+            positions=pos_key,
+            species=species_key,
+            species_per_conformer=per_conf,
+            energy=energy_key,
+            forces=forces_key,
+            pos_conv=pos_conv,
+            energy_conv=energy_conv,
+            forces_conv=forces_conv,
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+    def _locate(self, index: int) -> tuple[int, int]:
+        g = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return g, index - int(self._starts[g])
+
+    def _open(self, files: H5Files, g: int) -> dict:
+        """Per-process open datasets of group ``g`` (and its shared species), LRU-cached."""
+
+        def make() -> dict:
+            grp = self._groups[g]
+            gid = h5g.open(files[0].id, grp.path.encode())
+            entry = {"positions": DatasetReader.open(gid, grp.positions)}
+            for key in (grp.energy, grp.forces):
+                if key is not None:
+                    entry[key] = DatasetReader.open(gid, key)
+            species = DatasetReader.open(gid, grp.species)
+            if grp.species_per_conformer:
+                entry["species"] = species
+            else:
+                values = species.all()
+                entry["numbers"] = to_numbers(
+                    np.asarray(values).reshape(-1), ctx=self.ctx, index=grp.start, key=f"{grp.path}/{grp.species}"
+                )
+            return entry
+
+        return files.lru("conformer_groups").get_or(g, make)
+
+    def read(self, files: H5Files, index: int) -> Structure:
+        g, row = self._locate(index)
+        grp = self._groups[g]
+        entry = self._open(files, g)
+        where = grp.path
+        if grp.species_per_conformer:
+            numbers = to_numbers(
+                np.asarray(entry["species"].row(row)).reshape(-1), ctx=self.ctx, index=index, key=f"{where}/{grp.species}"
+            )
+        else:
+            numbers = entry["numbers"]
+        positions = apply(grp.pos_conv, entry["positions"].row(row))
+        energy = forces = None
+        keys = {"positions": f"{where}/{grp.positions}", "numbers": f"{where}/{grp.species}"}
+        if grp.energy is not None:
+            energy = apply(grp.energy_conv, entry[grp.energy].row(row))
+            keys["energy"] = f"{where}/{grp.energy}"
+        if grp.forces is not None:
+            forces = apply(grp.forces_conv, entry[grp.forces].row(row))
+            keys["forces"] = f"{where}/{grp.forces}"
+        cell, pbc = molecule_cell()
+        return self.finish(
+            index, positions=positions, numbers=numbers.copy(), cell=cell, pbc=pbc, energy=energy, forces=forces, keys=keys
+        )
+
+    def label_keys(self, files: H5Files, index: int) -> list[str]:
+        g, _ = self._locate(index)
+        grp = self._groups[g]
+        return sorted(n for n in files[0][grp.path].keys() if n not in (grp.positions, grp.species))
