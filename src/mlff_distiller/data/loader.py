@@ -1,0 +1,206 @@
+"""``MolecularDataLoader`` (a torch ``DataLoader`` with molecular batching) and ``create_dataloaders``.
+
+>>> # doctest: +SKIP
+>>> loader = MolecularDataLoader(dataset, batch_size=32, shuffle=True)            # padded batches
+>>> loader = MolecularDataLoader(dataset, use_padding=False, cutoff=5.0)          # graphs + edges
+>>> loader = MolecularDataLoader(dataset, max_atoms_per_batch=4096, shuffle=True) # size-aware
+
+Workers: datasets open their files lazily once per process (readers drop their handle when pickled
+and reopen it after ``fork``), so ``num_workers > 0`` works with ``fork`` and ``spawn`` for every
+format. With ``seed=`` (or a ``generator=``) the batches are the same whatever ``num_workers`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .collate import Collater
+from .samplers import AtomBudgetBatchSampler
+
+__all__ = ["MolecularDataLoader", "create_dataloaders", "pin_memory_available"]
+
+
+def pin_memory_available() -> bool:
+    """Whether pinned host memory helps here (a CUDA-like accelerator; not CPU-only, not MPS)."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        if not accelerator.is_available():
+            return False
+        current = accelerator.current_accelerator()
+        return current is not None and current.type != "mps"
+    return torch.cuda.is_available()
+
+
+def _root_dataset(dataset: Dataset) -> Dataset:
+    """The dataset at the bottom of a chain of subsets (``.dataset`` attributes)."""
+    for _ in range(64):
+        inner = getattr(dataset, "__dict__", {}).get("dataset")
+        if inner is None:
+            break
+        dataset = inner
+    return dataset
+
+
+class MolecularDataLoader(DataLoader):
+    """A torch ``DataLoader`` that batches molecular samples (see ``collate`` for the batch layout).
+
+    Args:
+        dataset: a ``MolecularDataset``, ``MolecularSubset`` or any map-style dataset of sample dicts.
+        batch_size: structures per batch (ignored with ``max_atoms_per_batch``).
+        shuffle: reshuffle every epoch.
+        use_padding: padded batches ([B, M, ...] + ``mask``) or graph batches ([T, ...] + ``batch``).
+        num_workers: worker processes (0: load in the main process).
+        pin_memory: pin batches for faster host-to-GPU copies; silently off without an accelerator.
+        drop_last: drop the final incomplete batch.
+        seed: seed of the loader's ``torch.Generator`` (shuffling, worker seeds): identical batches
+            for a seed, whatever ``num_workers``. Mutually exclusive with ``generator=``.
+        max_atoms_per_batch: size-aware batching with ``AtomBudgetBatchSampler`` (atoms per graph
+            batch, or batch size x largest structure per padded batch); a structure over the budget
+            is batched alone with a warning.
+        cutoff: (graph batches only) add ``edge_index`` [2, E] and ``shifts`` [E, 3] computed per
+            batch for this cutoff in Å.
+        return_atoms: batches carry ``atoms``, a list of ``ase.Atoms`` (needs a dataset with
+            ``return_atoms=True``); off by default so no Atoms are built.
+        **kwargs: any further ``DataLoader`` argument (sampler, batch_sampler, generator,
+            worker_init_fn, persistent_workers, prefetch_factor, multiprocessing_context, timeout...).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        use_padding: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = True,
+        drop_last: bool = False,
+        *,
+        seed: Optional[int] = None,
+        max_atoms_per_batch: Optional[int] = None,
+        cutoff: Optional[float] = None,
+        return_atoms: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        collate_fn = kwargs.pop("collate_fn", None)
+        if collate_fn is None:
+            collate_fn = Collater(use_padding=use_padding, cutoff=cutoff)
+        elif cutoff is not None:
+            raise ValueError("cutoff= is applied by the loader's own collate function; do not pass collate_fn too")
+        shuffle_seed: Optional[int] = None
+        if seed is not None:
+            if kwargs.get("generator") is not None:
+                raise ValueError("pass either seed= or generator=, not both")
+            # two independent streams: the shuffle order depends on (seed, epoch) only, not on how
+            # many worker seeds torch drew (which changes with num_workers / persistent_workers)
+            shuffle_seed, worker_seed = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(2))
+            kwargs["generator"] = torch.Generator().manual_seed(worker_seed)
+            own_sampler = kwargs.get("sampler") is None and kwargs.get("batch_sampler") is None
+            if shuffle and max_atoms_per_batch is None and own_sampler:
+                kwargs["sampler"] = RandomSampler(dataset, generator=torch.Generator().manual_seed(shuffle_seed))
+                shuffle = False
+        self.use_padding = bool(use_padding)
+        self.cutoff = cutoff
+        self.seed = seed
+        self.return_atoms = bool(return_atoms)
+        self.max_atoms_per_batch = max_atoms_per_batch
+        #: what the caller asked for; ``self.pin_memory`` is what is used on this machine
+        self.pin_memory_requested = bool(pin_memory)
+        if self.return_atoms:
+            root = _root_dataset(dataset)
+            if not hasattr(root, "atoms_in_batches"):
+                raise ValueError(
+                    f"return_atoms=True needs a MolecularDataset (got {type(root).__name__}): "
+                    "it builds the Atoms for batches"
+                )
+            if not getattr(root, "return_atoms", True):
+                raise ValueError("return_atoms=True needs a dataset created with return_atoms=True")
+
+        if max_atoms_per_batch is not None:
+            if kwargs.get("batch_sampler") is not None or kwargs.get("sampler") is not None:
+                raise ValueError("max_atoms_per_batch builds its own batch sampler; do not pass sampler/batch_sampler")
+            sampler_seed = shuffle_seed
+            if sampler_seed is None and kwargs.get("generator") is not None:
+                sampler_seed = int(torch.empty((), dtype=torch.int64).random_(generator=kwargs["generator"]).item())
+            kwargs["batch_sampler"] = AtomBudgetBatchSampler.from_dataset(
+                dataset,
+                max_atoms_per_batch,
+                shuffle=shuffle,
+                seed=sampler_seed,
+                drop_last=drop_last,
+                padded=use_padding,
+            )
+            super().__init__(
+                dataset,
+                num_workers=num_workers,
+                pin_memory=pin_memory and pin_memory_available(),
+                collate_fn=collate_fn,
+                **kwargs,
+            )
+            return
+        if kwargs.get("batch_sampler") is not None:
+            # torch refuses batch_size/shuffle/drop_last beside a batch sampler; ours are defaults here
+            if shuffle or drop_last:
+                raise ValueError("batch_sampler is mutually exclusive with shuffle and drop_last")
+            batch_size = 1
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            pin_memory=pin_memory and pin_memory_available(),
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+            **kwargs,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward ``set_epoch`` to the (batch) sampler when it has one (size-aware, distributed)."""
+        for s in (self.batch_sampler, self.sampler):
+            if hasattr(s, "set_epoch"):
+                s.set_epoch(epoch)
+
+    def __iter__(self):
+        root = _root_dataset(self.dataset)
+        if hasattr(root, "atoms_in_batches"):
+            # the flag is read where samples are built: in this process, or in workers forked/spawned now
+            root.atoms_in_batches = self.return_atoms
+        return super().__iter__()
+
+
+def create_dataloaders(
+    train_dataset: Dataset,
+    val_dataset: Optional[Dataset] = None,
+    test_dataset: Optional[Dataset] = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    use_padding: bool = True,
+    pin_memory: bool = True,
+    *,
+    drop_last: bool = False,
+    seed: Optional[int] = None,
+    eval_batch_size: Optional[int] = None,
+    **kwargs: Any,
+) -> dict[str, Optional[MolecularDataLoader]]:
+    """Loaders ``{'train', 'val', 'test'}``: only train is shuffled (and may ``drop_last``).
+
+    A split given as None gets None. ``eval_batch_size`` (default ``batch_size``) sizes the val/test
+    batches; further keyword arguments (``max_atoms_per_batch``, ``cutoff``,
+    ``persistent_workers``, ...) go to every ``MolecularDataLoader``.
+    """
+    common = dict(num_workers=num_workers, use_padding=use_padding, pin_memory=pin_memory, **kwargs)
+    loaders: dict[str, Optional[MolecularDataLoader]] = {
+        "train": MolecularDataLoader(
+            train_dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, seed=seed, **common
+        )
+    }
+    for name, ds in (("val", val_dataset), ("test", test_dataset)):
+        loaders[name] = (
+            None
+            if ds is None
+            else MolecularDataLoader(ds, batch_size=eval_batch_size or batch_size, shuffle=False, seed=seed, **common)
+        )
+    return loaders
