@@ -89,6 +89,8 @@ def to_pyg_batch(batch: Mapping[str, Any], *, key_map: Optional[Mapping[str, str
         if key in _DROPPED:
             continue
         kind = _kind(key, value, n_atoms, n_structures, n_edges)
+        if kind == "edge" and edge_index is None:
+            raise ValueError(f"batch has per-edge key {key!r} but no 'edge_index'")
         if kind == "edge" and edge_order is not None:
             value = value[:, edge_order] if key == "edge_index" else value[edge_order]
         per_key[key] = (kind, value)

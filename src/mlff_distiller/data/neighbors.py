@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import vesin
 
+from .transforms import Transform
+
 __all__ = [
     "Edges",
     "compute_neighbors",
@@ -171,7 +173,7 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-class NeighborList:
+class NeighborList(Transform):
     """Per-sample transform adding ``edge_index`` [2, E] int64 and ``shifts`` [E, 3] int64.
 
     With ``with_vectors=True`` it also adds ``edge_vectors`` [E, 3] Å and ``edge_lengths`` [E] Å
