@@ -289,3 +289,18 @@ def test_convert_to_and_from_packed(tmp_path, pipeline, reference):
     assert (stats["format"], stats["layout"], stats["num_samples"]) == ("hdf5", "packed", N)
     invoke("convert", packed, tmp_path / "p.xyz")
     assert_same(reference, [from_ase(a) for a in read(tmp_path / "p.xyz", ":")])
+
+
+def test_validate_overlap_sees_periodic_images(tmp_path):
+    """Atoms 0.2 Å apart through the cell boundary overlap only when the cell is periodic."""
+    from mlff_distiller.data.writers import write_structures
+
+    positions = np.array([[0.1, 1.0, 1.0], [5.9, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    numbers = np.array([29, 29, 29])
+    periodic = Structure(positions, numbers, np.eye(3) * 6.0, np.ones(3, bool))
+    isolated = Structure(positions + [0.0, 0.0, 1e-3], numbers, np.zeros((3, 3)), np.zeros(3, bool))
+    path = tmp_path / "pbc.xyz"
+    write_structures(path, [periodic, isolated])
+    problems = json.loads(invoke("validate", path, "--json", rc=1).stdout)["problems"]
+    assert [(p["index"], p["kind"]) for p in problems] == [(0, "overlapping-atoms")]
+    assert "atoms 0 and 1 at 0.2 Å" in problems[0]["message"]

@@ -23,7 +23,10 @@ from . import __version__
 
 #: exceptions caused by the user's input, reported as one line (anything else is a bug: traceback)
 USER_ERRORS = (OSError, ValueError, KeyError, IndexError, sqlite3.Error)
-FORMAT_HELP = "ase, xyz, hdf5 or packed (default: from the suffix; a packed file is an .h5 file, so name packed explicitly when writing one)"
+FORMAT_HELP = (
+    "ase, xyz, hdf5 or packed (default: from the suffix; a packed file is an .h5 file, "
+    "so name packed explicitly when writing one)"
+)
 
 
 class InputError(click.ClickException):
@@ -44,12 +47,15 @@ def one_line(exc: BaseException) -> str:
 
 
 class _Group(click.Group):
-    """Turns user errors raised by any subcommand into a one-line ``Error:`` (no traceback)."""
+    """Turns user errors raised by any subcommand into a one-line ``Error:`` (no traceback;
+    set ``MLFF_DISTILLER_DEBUG=1`` to see it)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
+            if os.environ.get("MLFF_DISTILLER_DEBUG"):
+                raise  # developers: the full traceback
             raise InputError(one_line(exc)) from None
 
 
@@ -59,7 +65,7 @@ def _console():
     return Console(highlight=False)
 
 
-def _progress(iterable: Iterable, total: Optional[int], desc: str, unit: str = "structure"):
+def progress(iterable: Iterable, total: Optional[int], desc: str, unit: str = "structure"):
     """A tqdm progress bar on stderr (hidden when stderr is not a terminal)."""
     from tqdm.auto import tqdm
 
@@ -91,7 +97,7 @@ def _keys(energy_key: str, forces_key: str, stress_key: str) -> dict:
     return {"energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key}
 
 
-def _human_size(path: Path) -> str:
+def human_size(path: Path) -> str:
     size = (
         sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     )
@@ -144,7 +150,9 @@ def _parse_list(text: str) -> list[str]:
 )
 @click.option("--max-atoms", default=64, show_default=True, type=click.IntRange(min=2))
 @click.option("--snapshots-per-run", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--md-interval", default=4, show_default=True, type=click.IntRange(min=1), help="MD steps between snapshots.")
+@click.option(
+    "--md-interval", default=4, show_default=True, type=click.IntRange(min=1), help="MD steps between snapshots."
+)
 @click.option("--temperature", default=300.0, show_default=True, type=float, help="Langevin temperature (K).")
 @click.option("-f", "--format", "fmt", default=None, help=f"Output format: {FORMAT_HELP}.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -185,9 +193,10 @@ def generate(
         temperature_K=temperature,
     )
     count = write_structures(
-        out, _progress(structures, num_structures, "generate"), fmt, overwrite=overwrite
+        out, progress(structures, num_structures, "generate"), fmt, overwrite=overwrite
     )
-    click.echo(f"Wrote {count} structures to {out} ({_format_of(out, fmt)}) in {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    click.echo(f"Wrote {count} structures to {out} ({_format_of(out, fmt)}) in {seconds:.1f} s")
 
 
 def _format_of(path: Path, fmt: Optional[str]) -> str:
@@ -284,31 +293,17 @@ def _scan(reader, chunk: int = 256):
         yield from reader.read_many(range(start, min(start + chunk, n)))
 
 
-def check_configured_keys(reader, first: int = 20) -> None:
-    """KeyError when a label key set explicitly (``--energy-key`` ...) is in none of the first
-    ``first`` structures — rather than silently treating the file as unlabeled."""
-    explicit = [label for label in ("energy", "forces", "stress") if not reader.keys.is_default(label)]
-    n = min(len(reader), first)
-    if not explicit or n == 0:
-        return
-    structures = reader.read_many(range(n))
-    missing = [label for label in explicit if all(getattr(s, label) is None for s in structures)]
-    if missing:
-        what = ", ".join(f"{label}_key={reader.keys.key(label)!r}" for label in missing)
-        found = sorted(set().union(*(reader.label_keys(i) for i in range(min(n, 3)))))
-        raise KeyError(f"{reader.path}: {what} not found in structures 0-{n - 1}; keys found: {found}")
-
-
 def _statistics(path: str, fmt: Optional[str], keys: dict) -> tuple[dict, list[str]]:
     """What ``MolecularDataset.get_statistics`` returns (without importing torch) and the text of
     any statistics warnings."""
     from .data.readers import open_reader
+    from .data.readers.base import check_configured_keys
     from .data.stats import compute_statistics
 
     def compute():
         reader = open_reader(path, fmt, **keys)
         check_configured_keys(reader)
-        stats = compute_statistics(_progress(_scan(reader), len(reader), "stats"))
+        stats = compute_statistics(progress(_scan(reader), len(reader), "stats"))
         return {
             "file": str(path),
             "format": reader.format_name,
@@ -367,6 +362,7 @@ def convert(
     bit for bit).
     """
     from .data.readers import open_reader
+    from .data.readers.base import check_configured_keys
     from .data.writers import write_structures
 
     _require_input(src)
@@ -383,7 +379,8 @@ def convert(
 
         count = write_packed(dst, reader, overwrite=overwrite, cutoff=cutoff)
     else:
-        count = write_structures(dst, _progress(_scan(reader), len(reader), "convert"), out_fmt, overwrite=overwrite)
+        structures = progress(_scan(reader), len(reader), "convert")
+        count = write_structures(dst, structures, out_fmt, overwrite=overwrite)
     click.echo(
         f"Converted {count} structures: {src} ({describe_format(reader)}) -> {dst} ({out_fmt}) "
         f"in {time.perf_counter() - start:.1f} s"
@@ -428,10 +425,11 @@ def validate(
         reader,
         overlap_threshold,
         decimals=decimals,
-        progress=lambda it: _progress(it, len(reader), "validate"),
+        progress=lambda it: progress(it, len(reader), "validate"),
     )
     if as_json:
-        click.echo(json.dumps({"file": path, "num_structures": len(reader), "problems": [p.as_dict() for p in problems]}, indent=2))
+        report = {"file": path, "num_structures": len(reader), "problems": [p.as_dict() for p in problems]}
+        click.echo(json.dumps(report, indent=2))
     else:
         _print_problems(problems, len(reader), path, max_show)
     if problems:
@@ -460,75 +458,15 @@ def _print_problems(problems: Sequence, n: int, path: str, max_show: int) -> Non
 
 
 # -- bench ---------------------------------------------------------------------------------
-def time_loader(dataset, *, padded: bool, workers: int, batch_size: int, epochs: int, cutoff: Optional[float]) -> dict:
-    """Samples/s and atoms/s of iterating a MolecularDataLoader over ``dataset`` for ``epochs``
-    epochs after one untimed warm-up epoch (workers persist between epochs)."""
-    from .data.loader import MolecularDataLoader
-
-    options = {"persistent_workers": True} if workers > 0 else {}
-    if cutoff is not None:
-        options["cutoff"] = cutoff
-    loader = MolecularDataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, use_padding=padded, **options
-    )
-    total_atoms = int(np.asarray(dataset.natoms_array()).sum())
-    for _ in loader:  # warm-up: workers start, caches fill
-        pass
-    start = time.perf_counter()
-    batches = 0
-    for _ in range(epochs):
-        for _ in loader:
-            batches += 1
-    seconds = time.perf_counter() - start
-    n = len(dataset) * epochs
-    return {
-        "mode": "padded" if padded else "graph",
-        "workers": workers,
-        "batches": batches,
-        "seconds": seconds,
-        "samples_per_s": n / seconds,
-        "atoms_per_s": total_atoms * epochs / seconds,
-    }
-
-
-def time_reader(reader, epochs: int) -> dict:
-    """Samples/s and atoms/s of the raw reader (numpy arrays, no torch) — the loader's floor."""
-    total_atoms = int(np.asarray(reader.natoms_array()).sum())
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for begin in range(0, len(reader), 256):
-            reader.read_many(range(begin, min(begin + 256, len(reader))))
-    seconds = time.perf_counter() - start
-    return {
-        "mode": "reader (numpy only)",
-        "workers": 0,
-        "batches": 0,
-        "seconds": seconds,
-        "samples_per_s": len(reader) * epochs / seconds,
-        "atoms_per_s": total_atoms * epochs / seconds,
-    }
-
-
-def _throughput_table(title: str, rows: list[dict]):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col, just in (("format", "left"), ("batching", "left"), ("workers", "right"), ("samples/s", "right"), ("atoms/s", "right")):
-        table.add_column(col, justify=just)
-    for r in rows:
-        table.add_row(
-            r.get("format", ""), r["mode"], str(r["workers"]), f"{r['samples_per_s']:,.0f}", f"{r['atoms_per_s']:,.0f}"
-        )
-    return table
-
-
 @cli.command()
 @click.argument("path")
 @click.option("-f", "--format", "fmt", default=None, help=f"Input format: {FORMAT_HELP}.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default="0,2", show_default=True, help="Comma-separated DataLoader worker counts.")
 @click.option("--modes", default="padded,graph", show_default=True, help="Batching modes to time.")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1), help="Timed epochs (after a warm-up).")
+@click.option(
+    "--epochs", default=2, show_default=True, type=click.IntRange(min=1), help="Timed epochs (after a warm-up)."
+)
 @click.option("--cutoff", default=None, type=float, help="Å; graph mode also builds neighbor lists.")
 @click.option("--cache", is_flag=True, help="Keep the dataset in memory (MolecularDataset(cache=True)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -546,6 +484,7 @@ def bench(
     """Loader throughput (samples/s, atoms/s) on PATH for padded and graph batching and worker counts."""
     _require_input(path)
     from .data.dataset import MolecularDataset
+    from .throughput import throughput_table, time_loader, time_reader
 
     try:
         worker_counts = [int(w) for w in _parse_list(workers)]
@@ -575,10 +514,13 @@ def bench(
                 )
             )
     if as_json:
-        click.echo(json.dumps({"file": path, "num_structures": len(dataset), "batch_size": batch_size, "results": rows}, indent=2))
+        report = {"file": path, "num_structures": len(dataset), "batch_size": batch_size, "results": rows}
+        click.echo(json.dumps(report, indent=2))
         return
-    table = _throughput_table(f"{path}: loader throughput", rows)
-    table.caption = f"{len(dataset)} structures, batch size {batch_size}, {epochs} timed epoch(s), {os.cpu_count()} CPU(s)"
+    table = throughput_table(f"{path}: loader throughput", rows)
+    table.caption = (
+        f"{len(dataset)} structures, batch size {batch_size}, {epochs} timed epoch(s), {os.cpu_count()} CPU(s)"
+    )
     _console().print(table)
 
 
@@ -594,7 +536,9 @@ def demo(out: Path, num_structures: int, seed: int, batch_size: int, overwrite: 
     check the round trip, print statistics, validate and time the padded and graph loaders."""
     from .demo import run_demo
 
-    run_demo(out, num_structures=num_structures, seed=seed, batch_size=batch_size, overwrite=overwrite, console=_console())
+    run_demo(
+        out, num_structures=num_structures, seed=seed, batch_size=batch_size, overwrite=overwrite, console=_console()
+    )
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

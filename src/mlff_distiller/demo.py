@@ -1,7 +1,7 @@
 """``mlff-distiller demo``: the whole job on built-in data, in well under a minute on 2 cores.
 
 1. generate a few hundred structures labeled by ASE's EMT teacher (bulk, clusters, molecules);
-2. write them as an ASE database, extended XYZ, HDF5 (and the packed format when installed) and
+2. write them as an ASE database, extended XYZ, HDF5 and the packed format, and
    read every file back, checking the arrays are bit-for-bit identical;
 3. print the dataset's statistics; 4. validate the file; 5. time the padded and graph loaders.
 """
@@ -11,35 +11,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-DEMO_FILES = {"ase": "structures.db", "xyz": "structures.xyz", "hdf5": "structures.h5", "packed": "structures.packed.h5"}
-
-
-def _packed_available() -> bool:
-    from .data.writers import _packed_writer
-
-    try:
-        _packed_writer()
-    except ValueError:
-        return False
-    try:
-        from .data.readers import reader_class
-
-        reader_class("packed")
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-def _loader_available() -> bool:
-    try:
-        from .data.loader import MolecularDataLoader  # noqa: F401
-    except ImportError:
-        return False
-    return True
+#: file name of each format in the output directory (a packed file is HDF5 too)
+DEMO_FILES = {
+    "ase": "structures.db",
+    "xyz": "structures.xyz",
+    "hdf5": "structures.h5",
+    "packed": "structures.packed.h5",
+}
 
 
 def _shapes(batch: dict) -> str:
@@ -67,18 +48,18 @@ def run_demo(
     from rich.panel import Panel
     from rich.table import Table
 
-    from .cli import _human_size, _progress, _throughput_table, collect_warnings, render_statistics, time_loader
+    from .cli import collect_warnings, human_size, progress, render_statistics
     from .data.dataset import MolecularDataset
     from .data.readers import open_reader
     from .data.stats import compute_statistics
     from .data.writers import structure_difference, write_structures
     from .generate import iter_dataset
+    from .throughput import throughput_table, time_loader
     from .validate import validate_reader
 
     console = console or Console(highlight=False)
     t_start = time.perf_counter()
-    formats = ["ase", "xyz", "hdf5"] + (["packed"] if _packed_available() else [])
-    paths = {fmt: out / DEMO_FILES[fmt] for fmt in formats}
+    paths = {fmt: out / name for fmt, name in DEMO_FILES.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists (an earlier demo?); pass --overwrite or choose --out DIR")
@@ -96,7 +77,7 @@ def run_demo(
     # 1. generate -------------------------------------------------------------------------
     console.rule("[bold]1 · generate")
     t0 = time.perf_counter()
-    structures = list(_progress(iter_dataset(num_structures, seed), num_structures, "generate"))
+    structures = list(progress(iter_dataset(num_structures, seed), num_structures, "generate"))
     natoms = np.array([s.natoms for s in structures])
     kinds = Counter(s.extras.get("kind", "?") for s in structures)
     console.print(
@@ -107,23 +88,22 @@ def run_demo(
     # 2. write every format and read it back ------------------------------------------------
     console.rule("[bold]2 · write every format, read back")
     table = Table(title_justify="left")
-    for col, just in (("format", "left"), ("file", "left"), ("size", "right"), ("write", "right"), ("read back", "left")):
-        table.add_column(col, justify=just)
+    for col in ("format", "file", "size", "write", "read back"):
+        table.add_column(col, justify="right" if col in ("size", "write") else "left")
     for fmt, path in paths.items():
         t0 = time.perf_counter()
         write_structures(path, structures, fmt, overwrite=overwrite)
         t_write = time.perf_counter() - t0
         reader = open_reader(path, fmt)
-        diffs = [
-            (i, d) for i, s in enumerate(reader.read_many(range(len(reader)))) if (d := structure_difference(structures[i], s))
-        ]
+        back = reader.read_many(range(len(reader)))
+        diffs = [(i, d) for i, (a, b) in enumerate(zip(structures, back)) if (d := structure_difference(a, b))]
         if len(reader) != len(structures):
             check = f"[red]✗ {len(reader)} structures read[/]"
         elif diffs:
             check = f"[red]✗ structure {diffs[0][0]}: {diffs[0][1]}[/]"
         else:
             check = "[green]✓ bit-identical[/]"
-        table.add_row(fmt, path.name, _human_size(path), f"{t_write:.2f} s", check)
+        table.add_row(fmt, path.name, human_size(path), f"{t_write:.2f} s", check)
     console.print(table)
 
     # 3. statistics -------------------------------------------------------------------------
@@ -138,7 +118,8 @@ def run_demo(
     console.rule("[bold]4 · validate")
     problems = validate_reader(open_reader(paths["hdf5"], "hdf5"))
     if problems:
-        console.print(f"[yellow]{len(problems)} problem(s)[/], first: structure {problems[0].index}: {problems[0].message}")
+        first = problems[0]
+        console.print(f"[yellow]{len(problems)} problem(s)[/]; first: structure {first.index}: {first.message}")
     else:
         console.print(
             f"[green]✓[/] {paths['hdf5']}: no problems (no NaN/inf, shape mismatch, overlapping atoms "
@@ -147,32 +128,35 @@ def run_demo(
 
     # 5. loaders ----------------------------------------------------------------------------
     console.rule("[bold]5 · PyTorch loaders")
-    if not _loader_available():
-        console.print("[yellow]MolecularDataLoader is not available in this installation; skipped[/]")
-    else:
-        from .data.loader import MolecularDataLoader
+    from .data.loader import MolecularDataLoader
 
-        fast = "packed" if "packed" in paths else "hdf5"
-        dataset = MolecularDataset(paths[fast], format=fast, return_atoms=False)
+    dataset = MolecularDataset(paths["packed"], format="packed", return_atoms=False)
+    for padded in (True, False):
+        batch = next(iter(MolecularDataLoader(dataset, batch_size=batch_size, use_padding=padded)))
+        console.print(f"[bold]{'padded' if padded else 'graph'} batch[/]: {_shapes(batch)}")
+    rows = []
+    for fmt, path in paths.items():
+        ds = MolecularDataset(path, format=fmt, return_atoms=False)
         for padded in (True, False):
-            batch = next(iter(MolecularDataLoader(dataset, batch_size=batch_size, use_padding=padded)))
-            console.print(f"[bold]{'padded' if padded else 'graph'} batch[/]: {_shapes(batch)}")
-        rows = []
-        for fmt, path in paths.items():
-            ds = MolecularDataset(path, format=fmt, return_atoms=False)
-            for padded in (True, False):
-                r = time_loader(ds, padded=padded, workers=0, batch_size=batch_size, epochs=1, cutoff=None)
-                rows.append(dict(r, format=fmt))
-        console.print(_throughput_table(f"one epoch, batch size {batch_size}, main process", rows))
+            r = time_loader(ds, padded=padded, workers=0, batch_size=batch_size, epochs=2)
+            rows.append(dict(r, format=fmt))
+    console.print(throughput_table(f"two epochs, batch size {batch_size}, main process", rows))
 
     console.rule()
-    console.print(f"[bold green]done[/] in {time.perf_counter() - t_start:.1f} s. Next:")
+    console.print(f"[bold green]done[/] in {time.perf_counter() - t_start:.1f} s. Next, on the command line:")
     console.print(
         f"  mlff-distiller stats {paths['ase']}\n"
         f"  mlff-distiller validate {paths['xyz']}\n"
         f"  mlff-distiller convert {paths['xyz']} {out / 'copy.h5'}\n"
-        f"  mlff-distiller bench {paths['hdf5']} --workers 0,2\n"
-        "  python -c \"from mlff_distiller.data import MolecularDataset; "
-        f"print(MolecularDataset('{paths['ase']}', format='ase')[0])\""
+        f"  mlff-distiller bench {paths['packed']} --workers 0,2",
+        soft_wrap=True,
+    )
+    console.print("and in Python:")
+    console.print(
+        "  from mlff_distiller.data import MolecularDataset, MolecularDataLoader\n"
+        f"  dataset = MolecularDataset({str(paths['ase'])!r}, format='ase')\n"
+        "  loader = MolecularDataLoader(dataset, batch_size=32, shuffle=True)",
+        soft_wrap=True,
+        markup=False,
     )
     return {fmt: str(p) for fmt, p in paths.items()}

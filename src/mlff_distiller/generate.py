@@ -276,8 +276,9 @@ def iter_dataset(
 ) -> Iterator[Structure]:
     """An iterator over ``n_structures`` teacher-labeled structures (see the module docstring).
 
-    Arguments are checked and the teacher is built before returning. Runs cycle through ``kinds``; run ``k`` uses ``default_rng([seed, k])``. Molecules use a
-    0.5 fs time step (hydrogen), bulk and clusters 2 fs.
+    Arguments are checked and the teacher is built before this returns. Runs cycle through
+    ``kinds``; run ``k`` uses ``default_rng([seed, k])``. Molecules use a 0.5 fs time step
+    (hydrogen), bulk and clusters 2 fs.
     """
     if n_structures < 0:
         raise ValueError(f"n_structures must be >= 0, got {n_structures}")

@@ -37,6 +37,8 @@ CHUNK = 128
 READ_ERRORS = (ValueError, KeyError, IndexError, TypeError, OSError)
 
 _KEY_IN_MESSAGE = re.compile(r"key '([^']*)'")
+#: the ``<file>, structure <i>, key '<k>': `` prefix of ``format_error`` (index and key have fields)
+_LOCATION_PREFIX = re.compile(r"^.*?, structure \d+(?:, key '[^']*')?: ")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _read_error(index: int, exc: Exception) -> Problem:
         kind = "shape-mismatch"
     else:
         kind = "unreadable"
-    return Problem(index, match.group(1) if match else None, kind, message)
+    return Problem(index, match.group(1) if match else None, kind, _LOCATION_PREFIX.sub("", message, count=1))
 
 
 def _iter_read(reader: Reader, indices: range) -> Iterator[tuple[int, Optional[Structure], Optional[Exception]]]:
@@ -113,7 +115,7 @@ def check_arrays(index: int, s: Structure, expected_natoms: Optional[int] = None
             continue
         arr = np.asarray(value)
         if arr.dtype.kind not in "fiu":
-            problems.append(Problem(index, key, "non-finite", f"{key} is not numeric (dtype {arr.dtype})"))
+            problems.append(Problem(index, key, "unreadable", f"{key} is not numeric (dtype {arr.dtype})"))
         elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
             problems.append(Problem(index, key, "non-finite", f"{key} has {bad} NaN/inf value(s)"))

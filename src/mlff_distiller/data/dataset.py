@@ -19,15 +19,13 @@ from torch.utils.data import Dataset
 
 from .readers import guess_format, normalize_format, open_reader
 from .packed import PackedStore, build_store
-from .readers.base import Reader
+from .readers.base import Reader, check_configured_keys
 from .stats import compute_statistics
 from .structure import LABEL_NAMES, Structure
 from .structure_batch import SampleList, StructureBatch
 
 PathLike = Union[str, os.PathLike]
 
-#: structures checked at construction for an explicitly configured label key
-KEY_CHECK_STRUCTURES = 20
 #: structures read per chunk when scanning the whole dataset (statistics, cache)
 SCAN_CHUNK = 256
 
@@ -119,7 +117,7 @@ class MolecularDataset(Dataset):
             path, fmt, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **reader_options
         )
         self._len = len(self.reader)
-        self._check_configured_keys()
+        check_configured_keys(self.reader)
         #: ``cache=True``: every structure in RAM as packed arrays (one pass over the file)
         self._cache: Optional[PackedStore] = None
         if cache:
@@ -173,26 +171,6 @@ class MolecularDataset(Dataset):
                 yield from self._cache.read_many(chunk)
             else:
                 yield from self.reader.read_many(chunk)
-
-    def _check_configured_keys(self) -> None:
-        """KeyError when an explicitly configured key is in none of the first structures."""
-        keys = self.reader.keys
-        explicit = [label for label in LABEL_NAMES if not keys.is_default(label)]
-        if not explicit or self._len == 0:
-            return
-        n = min(self._len, KEY_CHECK_STRUCTURES)
-        found = {label: False for label in explicit}
-        for s in self.reader.read_many(range(n)):
-            for label in explicit:
-                found[label] = found[label] or getattr(s, label) is not None
-        missing = [label for label, ok in found.items() if not ok]
-        if missing:
-            available = sorted(set().union(*(self.reader.label_keys(i) for i in range(min(n, 3)))))
-            what = ", ".join(f"{label}_key={keys.key(label)!r}" for label in missing)
-            raise KeyError(
-                f"{self.reader.display_path}: "
-                f"{what} not found in structures 0-{n - 1}; keys found: {available}"
-            )
 
     # -- samples --------------------------------------------------------------------------
     def __len__(self) -> int:

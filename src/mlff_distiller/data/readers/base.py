@@ -99,3 +99,23 @@ class Reader(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.display_path!r})"
+
+
+#: structures checked for an explicitly configured label key
+KEY_CHECK_STRUCTURES = 20
+
+
+def check_configured_keys(reader: Reader, first: int = KEY_CHECK_STRUCTURES) -> None:
+    """KeyError when a label key set explicitly (``energy_key='dft_energy'``...) is in none of the
+    first ``first`` structures, rather than silently treating the file as unlabeled. The message
+    lists the label-like keys the file does have."""
+    explicit = [label for label in ("energy", "forces", "stress") if not reader.keys.is_default(label)]
+    n = min(len(reader), first)
+    if not explicit or n == 0:
+        return
+    structures = reader.read_many(range(n))
+    missing = [label for label in explicit if all(getattr(s, label) is None for s in structures)]
+    if missing:
+        what = ", ".join(f"{label}_key={reader.keys.key(label)!r}" for label in missing)
+        found = sorted(set().union(*(reader.label_keys(i) for i in range(min(n, 3)))))
+        raise KeyError(f"{reader.display_path}: {what} not found in structures 0-{n - 1}; keys found: {found}")
