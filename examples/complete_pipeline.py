@@ -9,7 +9,7 @@ steps as written, filling in what the guide leaves to the reader: a small real m
 ``num_epochs`` and the imports (``torch``, ``F``, ``masked_mse_loss``).
 
 Note on step 0: the guide writes labels with ``db.write(atoms, energy=..., data={'forces': ...})``,
-which ASE >= 3.23 rejects ("Bad key: energy"). The working way is to attach the labels to the
+which ASE rejects (ASE 3.29: "ValueError: Bad key: energy"). The working way is to attach the labels to the
 Atoms with a ``SinglePointCalculator`` and call ``db.write(atoms)``, as done below.
 """
 

@@ -214,3 +214,12 @@ def test_collater_with_cutoff_needs_graph_mode():
         Collater(use_padding=True, cutoff=3.0)
     with pytest.raises(ValueError, match="cutoff"):
         Collater(use_padding=False, cutoff=-1.0)
+
+
+def test_collater_passes_the_cutoff_to_the_fast_path():
+    class Packed(list):
+        def collate_fast(self, use_padding: bool, cutoff=None) -> dict:
+            return {"fast": use_padding, "cutoff": cutoff}
+
+    assert Collater(use_padding=False, cutoff=2.5)(Packed()) == {"fast": False, "cutoff": 2.5}
+    assert Collater(use_padding=True)(Packed()) == {"fast": True, "cutoff": None}

@@ -16,7 +16,8 @@ whenever the label is. A key absent from every sample is absent from the batch. 
 batched by kind: per-atom (first dimension = the structure's atom count), per-structure or per-edge,
 from the registry below (``register_key`` adds a name) or, for unregistered tensors, by shape; a key
 that fits no kind raises ValueError naming it. Non-tensor values (``atoms``, strings) become lists.
-Everything is vectorised over atoms: one ``torch.cat`` per key plus one boolean-mask assignment.
+Everything is vectorised over atoms: one ``torch.cat`` per key plus one ``index_copy_`` into the
+padded tensor (the real atoms' slots are found once per batch).
 """
 
 from __future__ import annotations
@@ -102,22 +103,21 @@ def _as_tensor(key: str, value: Any) -> Any:
     return value
 
 
-def _natoms(samples: Sequence[dict]) -> torch.Tensor:
-    """[B] int64 atom counts, checked against ``positions`` and ``species``."""
-    counts = torch.tensor([int(s["positions"].shape[0]) for s in samples], dtype=torch.int64)
-    for b, s in enumerate(samples):
-        n = int(counts[b])
-        if s["positions"].ndim != 2 or s["positions"].shape[1] != 3:
-            raise ValueError(f"{_where(s, b)}: positions must have shape [N, 3], got {list(s['positions'].shape)}")
-        if s["species"].shape != (n,):
-            raise ValueError(f"{_where(s, b)}: species has shape {list(s['species'].shape)}, expected [{n}]")
+def _natoms(samples: Sequence[dict]) -> list[int]:
+    """Atom count of every sample, checked against ``positions``, ``species`` and ``natoms``."""
+    pos_shapes = [tuple(s["positions"].shape) for s in samples]
+    counts = [shape[0] if shape else -1 for shape in pos_shapes]
+    for b, (s, shape) in enumerate(zip(samples, pos_shapes)):
+        if len(shape) != 2 or shape[1] != 3:
+            raise ValueError(f"{_where(s, b)}: positions must have shape [N, 3], got {list(shape)}")
+        if tuple(s["species"].shape) != (counts[b],):
+            raise ValueError(f"{_where(s, b)}: species has shape {list(s['species'].shape)}, expected [{counts[b]}]")
     if all("natoms" in s for s in samples):
-        declared = torch.stack([torch.as_tensor(s["natoms"]).reshape(()) for s in samples]).to(torch.int64)
-        bad = torch.nonzero(declared != counts).flatten().tolist()
-        if bad:
-            b = bad[0]
+        declared = [int(s["natoms"]) if s["natoms"].numel() == 1 else -1 for s in samples]
+        if declared != counts:
+            b = next(k for k, (d, c) in enumerate(zip(declared, counts)) if d != c)
             raise ValueError(
-                f"{_where(samples[b], b)}: natoms={int(declared[b])} but positions has {int(counts[b])} rows"
+                f"{_where(samples[b], b)}: natoms={samples[b]['natoms'].tolist()} but positions has {counts[b]} rows"
             )
     return counts
 
@@ -128,33 +128,30 @@ def _where(sample: dict, b: int) -> str:
     return f"batch entry {b}"
 
 
-def _classify(key: str, values: list, counts: list[int]) -> str:
+def _classify(key: str, values: list, shapes: list, counts: list[int]) -> str:
     """Kind of a key from the registry, else from the shapes of its (present) values."""
     kind = _KINDS.get(key)
     if kind is not None:
         return kind
-    if not all(isinstance(v, torch.Tensor) for v in values):
+    if any(shape is None for shape in shapes):
         return LIST
-    if all(v.ndim >= 1 and v.shape[0] == n for v, n in zip(values, counts)):
+    if all(len(shape) >= 1 and shape[0] == n for shape, n in zip(shapes, counts)):
         return ATOM
-    if all(v.shape == values[0].shape for v in values):
+    if len(set(shapes)) == 1:
         return STRUCTURE
-    shapes = [list(v.shape) for v in values]
     raise ValueError(
-        f"cannot batch sample key {key!r}: its shapes {shapes[:4]} are neither per-atom (first dimension "
-        f"= atom count {counts[:4]}) nor per-structure (one shape); declare it with "
+        f"cannot batch sample key {key!r}: its shapes {[list(x) for x in shapes[:4]]} are neither per-atom "
+        f"(first dimension = atom count {counts[:4]}) nor per-structure (one shape); declare it with "
         f"mlff_distiller.data.collate.register_key({key!r}, 'atom' | 'structure' | 'edge' | 'list')"
     )
 
 
-def _check_trailing(key: str, values: list[torch.Tensor], lead_dims: int) -> tuple:
-    trailing = values[0].shape[lead_dims:]
-    for v in values:
-        if v.shape[lead_dims:] != trailing:
-            raise ValueError(
-                f"cannot batch sample key {key!r}: inconsistent shapes {list(values[0].shape)} and {list(v.shape)}"
-            )
-    return tuple(trailing)
+def _check_trailing(key: str, shapes: list[tuple], lead_dims: int) -> tuple:
+    """The shape after ``lead_dims`` dimensions, the same for every value (else ValueError)."""
+    trailing = {shape[lead_dims:] for shape in shapes}
+    if len(trailing) != 1:
+        raise ValueError(f"cannot batch sample key {key!r}: inconsistent shapes {sorted(map(list, set(shapes)))[:4]}")
+    return trailing.pop()
 
 
 def _cat(key: str, values: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
@@ -164,9 +161,11 @@ def _cat(key: str, values: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
         raise ValueError(f"cannot batch sample key {key!r}: {exc}") from exc
 
 
-def _stack_structure(key: str, values: list[torch.Tensor], present: Optional[torch.Tensor], batch_size: int):
+def _stack_structure(
+    key: str, values: list[torch.Tensor], shapes: list[tuple], present: Optional[torch.Tensor], batch_size: int
+) -> torch.Tensor:
     """[B, ...] from per-structure values; rows of absent structures are zero."""
-    trailing = _check_trailing(key, values, 0)
+    trailing = _check_trailing(key, shapes, 0)
     if present is None:
         return torch.stack(values)
     out = torch.zeros((batch_size,) + trailing, dtype=values[0].dtype, device=values[0].device)
@@ -174,14 +173,15 @@ def _stack_structure(key: str, values: list[torch.Tensor], present: Optional[tor
     return out
 
 
-def _atom_rows(key: str, values: list[torch.Tensor], counts: list[int], b_idx: list[int], samples) -> tuple:
-    for v, b in zip(values, b_idx):
-        if v.ndim == 0 or v.shape[0] != counts[b]:
+def _atom_rows(key: str, shapes: list[tuple], counts: list[int], b_idx: list[int], samples) -> tuple:
+    """Trailing shape of a per-atom key; ValueError when a value's first dimension is not its atom count."""
+    for shape, b in zip(shapes, b_idx):
+        if not shape or shape[0] != counts[b]:
             raise ValueError(
-                f"{_where(samples[b], b)}: per-atom key {key!r} has shape {list(v.shape)}, "
+                f"{_where(samples[b], b)}: per-atom key {key!r} has shape {list(shape)}, "
                 f"expected first dimension {counts[b]} (the atom count)"
             )
-    return _check_trailing(key, values, 1)
+    return _check_trailing(key, shapes, 1)
 
 
 # ----------------------------------------------------------------------------- main routine
@@ -200,8 +200,8 @@ def _collate(samples: Sequence[dict], use_padding: bool) -> dict:
             raise ValueError(f"{_where(s, b)}: sample key(s) {reserved} are reserved for batch-level masks/indices")
     n_struct = len(samples)
     device = samples[0]["positions"].device
-    counts_t = _natoms(samples).to(device)
-    counts = counts_t.tolist()
+    counts = _natoms(samples)
+    counts_t = torch.tensor(counts, dtype=torch.int64, device=device)
     total = int(sum(counts))
     out: dict[str, Any] = {}
 
@@ -220,11 +220,13 @@ def _collate(samples: Sequence[dict], use_padding: bool) -> dict:
         keys.extend(k for k in s if k not in keys)
 
     edge_counts: Optional[list[int]] = None
+    slots: Optional[torch.Tensor] = None
     for key in keys:
         b_idx = [b for b, s in enumerate(samples) if key in s]
         values = [samples[b][key] for b in b_idx]
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else None for v in values]
         partial = len(b_idx) < n_struct
-        kind = _classify(key, values, [counts[b] for b in b_idx])
+        kind = _classify(key, values, shapes, [counts[b] for b in b_idx])
         if partial and (key in STRUCTURAL_KEYS or kind in (EDGE, LIST)):
             lacking = [b for b in range(n_struct) if key not in samples[b]]
             raise ValueError(
@@ -233,23 +235,31 @@ def _collate(samples: Sequence[dict], use_padding: bool) -> dict:
             )
         present = None
         if partial or key in LABEL_KEYS:
-            present = torch.zeros(n_struct, dtype=torch.bool, device=device)
-            present[b_idx] = True
+            if partial:
+                present = torch.zeros(n_struct, dtype=torch.bool, device=device)
+                present[b_idx] = True
+            else:
+                present = torch.ones(n_struct, dtype=torch.bool, device=device)
             out[f"{key}_mask"] = present
         present_rows = present if partial else None
 
         if kind == LIST:
             out[key] = values
         elif kind == STRUCTURE:
-            out[key] = _stack_structure(key, values, present_rows, n_struct)
+            out[key] = _stack_structure(key, values, shapes, present_rows, n_struct)
         elif kind == ATOM:
-            trailing = _atom_rows(key, values, counts, b_idx, samples)
+            trailing = _atom_rows(key, shapes, counts, b_idx, samples)
             flat = _cat(key, values)  # [T_present, ...]
             if use_padding:
-                target = out["mask"] if present_rows is None else out["mask"] & present_rows.unsqueeze(1)
-                padded = torch.zeros((n_struct, max_atoms) + trailing, dtype=flat.dtype, device=device)
-                padded[target] = flat
-                out[key] = padded
+                if present_rows is None:
+                    if slots is None:  # flat positions of the real atoms in [B * M], shared by all keys
+                        slots = torch.nonzero(out["mask"].reshape(-1)).squeeze(1)
+                    where = slots
+                else:
+                    where = torch.nonzero((out["mask"] & present_rows.unsqueeze(1)).reshape(-1)).squeeze(1)
+                padded = torch.zeros((n_struct * max_atoms,) + trailing, dtype=flat.dtype, device=device)
+                padded.index_copy_(0, where, flat)
+                out[key] = padded.reshape((n_struct, max_atoms) + trailing)
             elif present_rows is None:
                 out[key] = flat
             else:
@@ -260,20 +270,20 @@ def _collate(samples: Sequence[dict], use_padding: bool) -> dict:
             if use_padding:
                 raise ValueError(PADDED_EDGE_ERROR.format(key=key))
             axis = 1 if key == "edge_index" else 0
-            sizes = [int(v.shape[axis]) for v in values]
+            for shape, b in zip(shapes, b_idx):
+                if key == "edge_index" and (len(shape) != 2 or shape[0] != 2) or not shape:
+                    raise ValueError(f"{_where(samples[b], b)}: per-edge key {key!r} has shape {list(shape)}")
+            sizes = [shape[axis] for shape in shapes]
             if edge_counts is None:
                 edge_counts = sizes
             elif sizes != edge_counts:
                 raise ValueError(f"per-edge key {key!r} has edge counts {sizes}, others have {edge_counts}")
             if key == "edge_index":
-                for v, b in zip(values, b_idx):
-                    if v.ndim != 2 or v.shape[0] != 2:
-                        raise ValueError(f"{_where(samples[b], b)}: edge_index must be [2, E], got {list(v.shape)}")
                 n_edges = torch.tensor(sizes, dtype=torch.int64, device=device)
                 offsets = torch.repeat_interleave(out["ptr"][:-1], n_edges)
                 out[key] = _cat(key, values, dim=1) + offsets.unsqueeze(0)
             else:
-                _check_trailing(key, values, 1)
+                _check_trailing(key, shapes, 1)
                 out[key] = _cat(key, values)
 
     if use_padding:
@@ -325,6 +335,10 @@ class Collater:
         return molecular_collate_fn if self.use_padding else molecular_collate_fn_no_padding
 
     def __call__(self, samples: Sequence[dict]) -> dict:
+        fast = getattr(samples, "collate_fast", None)
+        if callable(fast) and self.cutoff is not None:
+            # a packed batch adds its edges itself (stored ones when they match this cutoff)
+            return fast(self.use_padding, cutoff=self.cutoff)
         batch = self.collate_fn(samples)
         if self.cutoff is not None:
             if "edge_index" in batch:

@@ -1,13 +1,16 @@
 """``MolecularDataLoader`` (a torch ``DataLoader`` with molecular batching) and ``create_dataloaders``.
 
->>> # doctest: +SKIP
->>> loader = MolecularDataLoader(dataset, batch_size=32, shuffle=True)            # padded batches
->>> loader = MolecularDataLoader(dataset, use_padding=False, cutoff=5.0)          # graphs + edges
->>> loader = MolecularDataLoader(dataset, max_atoms_per_batch=4096, shuffle=True) # size-aware
+Examples (``dataset`` is a ``MolecularDataset``)::
+
+    loader = MolecularDataLoader(dataset, batch_size=32, shuffle=True)             # padded batches
+    loader = MolecularDataLoader(dataset, use_padding=False, cutoff=5.0)           # graphs + edges
+    loader = MolecularDataLoader(dataset, max_atoms_per_batch=4096, shuffle=True)  # size-aware
 
 Workers: datasets open their files lazily once per process (readers drop their handle when pickled
 and reopen it after ``fork``), so ``num_workers > 0`` works with ``fork`` and ``spawn`` for every
-format. With ``seed=`` (or a ``generator=``) the batches are the same whatever ``num_workers`` is.
+format. With ``seed=`` the batches are the same whatever ``num_workers`` and ``persistent_workers``
+are (the shuffle has its own generator); with ``generator=``, whatever ``num_workers`` is. Random
+transforms draw from per-worker seeds, so they differ between worker counts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,29 @@ def pin_memory_available() -> bool:
         current = accelerator.current_accelerator()
         return current is not None and current.type != "mps"
     return torch.cuda.is_available()
+
+
+def _use_distributed(distributed: Optional[bool]) -> bool:
+    """``distributed=`` resolved (None: a process group with several ranks is up)."""
+    if distributed is False:
+        return False
+    if distributed is None:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()):
+            return False
+    from .distributed import use_distributed
+
+    return use_distributed(distributed)
+
+
+def _check_return_atoms(dataset: Dataset) -> None:
+    root = _root_dataset(dataset)
+    if not hasattr(root, "atoms_in_batches"):
+        raise ValueError(
+            f"return_atoms=True needs a MolecularDataset (got {type(root).__name__}): it builds the Atoms for batches"
+        )
+    if not getattr(root, "return_atoms", True):
+        raise ValueError("return_atoms=True needs a dataset created with return_atoms=True")
 
 
 def _root_dataset(dataset: Dataset) -> Dataset:
@@ -65,6 +91,8 @@ class MolecularDataLoader(DataLoader):
             batch for this cutoff in Å.
         return_atoms: batches carry ``atoms``, a list of ``ase.Atoms`` (needs a dataset with
             ``return_atoms=True``); off by default so no Atoms are built.
+        distributed: give this rank its share of every epoch (``DistributedBatchSampler``);
+            None: when a ``torch.distributed`` process group with several ranks is initialised.
         **kwargs: any further ``DataLoader`` argument (sampler, batch_sampler, generator,
             worker_init_fn, persistent_workers, prefetch_factor, multiprocessing_context, timeout...).
     """
@@ -83,6 +111,7 @@ class MolecularDataLoader(DataLoader):
         max_atoms_per_batch: Optional[int] = None,
         cutoff: Optional[float] = None,
         return_atoms: bool = False,
+        distributed: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         collate_fn = kwargs.pop("collate_fn", None)
@@ -98,10 +127,6 @@ class MolecularDataLoader(DataLoader):
             # many worker seeds torch drew (which changes with num_workers / persistent_workers)
             shuffle_seed, worker_seed = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(2))
             kwargs["generator"] = torch.Generator().manual_seed(worker_seed)
-            own_sampler = kwargs.get("sampler") is None and kwargs.get("batch_sampler") is None
-            if shuffle and max_atoms_per_batch is None and own_sampler:
-                kwargs["sampler"] = RandomSampler(dataset, generator=torch.Generator().manual_seed(shuffle_seed))
-                shuffle = False
         self.use_padding = bool(use_padding)
         self.cutoff = cutoff
         self.seed = seed
@@ -110,52 +135,46 @@ class MolecularDataLoader(DataLoader):
         #: what the caller asked for; ``self.pin_memory`` is what is used on this machine
         self.pin_memory_requested = bool(pin_memory)
         if self.return_atoms:
-            root = _root_dataset(dataset)
-            if not hasattr(root, "atoms_in_batches"):
-                raise ValueError(
-                    f"return_atoms=True needs a MolecularDataset (got {type(root).__name__}): "
-                    "it builds the Atoms for batches"
-                )
-            if not getattr(root, "return_atoms", True):
-                raise ValueError("return_atoms=True needs a dataset created with return_atoms=True")
+            _check_return_atoms(dataset)
+        common = dict(
+            num_workers=num_workers, pin_memory=pin_memory and pin_memory_available(), collate_fn=collate_fn
+        )
+        user_sampling = kwargs.get("sampler") is not None or kwargs.get("batch_sampler") is not None
+        if max_atoms_per_batch is not None and user_sampling:
+            raise ValueError("max_atoms_per_batch builds its own batch sampler; do not pass sampler/batch_sampler")
 
-        if max_atoms_per_batch is not None:
-            if kwargs.get("batch_sampler") is not None or kwargs.get("sampler") is not None:
-                raise ValueError("max_atoms_per_batch builds its own batch sampler; do not pass sampler/batch_sampler")
-            sampler_seed = shuffle_seed
-            if sampler_seed is None and kwargs.get("generator") is not None:
-                sampler_seed = int(torch.empty((), dtype=torch.int64).random_(generator=kwargs["generator"]).item())
-            kwargs["batch_sampler"] = AtomBudgetBatchSampler.from_dataset(
+        if not user_sampling and _use_distributed(distributed):
+            from .distributed import DistributedBatchSampler
+
+            kwargs["batch_sampler"] = DistributedBatchSampler.from_dataset(
                 dataset,
                 max_atoms_per_batch,
+                batch_size=None if max_atoms_per_batch is not None else batch_size,
                 shuffle=shuffle,
-                seed=sampler_seed,
+                seed=0 if shuffle_seed is None else shuffle_seed,  # identical on every rank
                 drop_last=drop_last,
                 padded=use_padding,
             )
-            super().__init__(
-                dataset,
-                num_workers=num_workers,
-                pin_memory=pin_memory and pin_memory_available(),
-                collate_fn=collate_fn,
-                **kwargs,
-            )
+            super().__init__(dataset, **common, **kwargs)
             return
+        if max_atoms_per_batch is not None:
+            if shuffle_seed is None and kwargs.get("generator") is not None:
+                shuffle_seed = int(torch.empty((), dtype=torch.int64).random_(generator=kwargs["generator"]).item())
+            kwargs["batch_sampler"] = AtomBudgetBatchSampler.from_dataset(
+                dataset, max_atoms_per_batch, shuffle=shuffle, seed=shuffle_seed, drop_last=drop_last,
+                padded=use_padding,
+            )
+            super().__init__(dataset, **common, **kwargs)
+            return
+        if shuffle and shuffle_seed is not None and not user_sampling:
+            kwargs["sampler"] = RandomSampler(dataset, generator=torch.Generator().manual_seed(shuffle_seed))
+            shuffle = False
         if kwargs.get("batch_sampler") is not None:
             # torch refuses batch_size/shuffle/drop_last beside a batch sampler; ours are defaults here
             if shuffle or drop_last:
                 raise ValueError("batch_sampler is mutually exclusive with shuffle and drop_last")
             batch_size = 1
-        super().__init__(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=num_workers,
-            pin_memory=pin_memory and pin_memory_available(),
-            drop_last=drop_last,
-            collate_fn=collate_fn,
-            **kwargs,
-        )
+        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """Forward ``set_epoch`` to the (batch) sampler when it has one (size-aware, distributed)."""
