@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .readers import guess_format, normalize_format, open_reader
+from .readers import check_format_matches, guess_format, normalize_format, open_reader
+from .readers.multi import is_many, open_many
 from .packed import PackedStore, build_store
 from .readers.base import Reader, check_configured_keys
 from .stats import compute_statistics
@@ -32,20 +33,6 @@ SCAN_CHUNK = 256
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def _check_format_matches(path: str, fmt: str) -> None:
-    """ValueError when the file's suffix clearly belongs to another format."""
-    try:
-        guessed = guess_format(path)
-    except ValueError:
-        return  # unknown suffix: trust the caller
-    compatible = {fmt} | ({"hdf5", "packed"} if fmt in ("hdf5", "packed") else set())
-    if guessed not in compatible:
-        raise ValueError(
-            f"{path}: format={fmt!r} does not match a {Path(path).suffix!r} file "
-            f"(looks like format={guessed!r}); supported formats: ase, hdf5, packed, xyz"
-        )
 
 
 def structure_to_atoms(structure: Structure):
@@ -98,24 +85,29 @@ class MolecularDataset(Dataset):
         stress_key: str = "stress",
         **reader_options,
     ) -> None:
-        path = os.fspath(data_path)
-        if not _is_url(path) and not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
-        fmt = normalize_format(format) if format not in (None, "auto") else guess_format(path)
-        if not _is_url(path):
-            _check_format_matches(path, fmt)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
-        self.data_path = path
-        self.format = fmt
+        keys = dict(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        if is_many(data_path):  # a list of files or a glob: one dataset with global indices
+            many = isinstance(data_path, (list, tuple))
+            self.data_path = [os.fspath(p) for p in data_path] if many else os.fspath(data_path)
+            self.reader: Reader = open_many(data_path, format, **keys, **reader_options)
+            self.format = getattr(self.reader, "format_name", None) or format
+        else:
+            path = os.fspath(data_path)
+            if not _is_url(path) and not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: no such file")
+            fmt = normalize_format(format) if format not in (None, "auto") else guess_format(path)
+            if not _is_url(path):
+                check_format_matches(path, fmt)
+            self.data_path = path
+            self.format = fmt
+            self.reader = open_reader(path, fmt, **keys, **reader_options)
         self.transform = transform
         self.return_atoms = return_atoms
         self.dtype = dtype
         #: build ``atoms`` for samples fetched in batches (``__getitems__``, used by DataLoader)
         self.atoms_in_batches = False
-        self.reader: Reader = open_reader(
-            path, fmt, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **reader_options
-        )
         self._len = len(self.reader)
         check_configured_keys(self.reader)
         #: ``cache=True``: every structure in RAM as packed arrays (one pass over the file)

@@ -65,6 +65,21 @@ def guess_format(path: str | os.PathLike) -> str:
     )
 
 
+def check_format_matches(path: str, fmt: str) -> str:
+    """``fmt``, or ValueError when ``path``'s suffix clearly belongs to another format."""
+    try:
+        guessed = guess_format(path)
+    except ValueError:
+        return fmt  # unknown suffix: trust the caller
+    compatible = {fmt} | ({"hdf5", "packed"} if fmt in ("hdf5", "packed") else set())
+    if guessed not in compatible:
+        raise ValueError(
+            f"{path}: format={fmt!r} does not match a {Path(path).suffix!r} file "
+            f"(looks like format={guessed!r}); supported formats: {', '.join(supported_formats())}"
+        )
+    return fmt
+
+
 def reader_class(fmt: str) -> type[Reader]:
     module_name, cls_name = READERS[normalize_format(fmt)].split(":")
     return getattr(importlib.import_module(module_name), cls_name)
@@ -87,6 +102,7 @@ __all__ = [
     "open_reader",
     "normalize_format",
     "guess_format",
+    "check_format_matches",
     "supported_formats",
     "READERS",
 ]

@@ -226,23 +226,6 @@ class MultiReader(Reader):
         return f"MultiReader({self.display_path!r}, n={len(self)})"
 
 
-def _checked_format(path: str, fmt: str) -> str:
-    """``fmt``, or ValueError when ``path``'s suffix clearly belongs to another format."""
-    from . import guess_format
-
-    try:
-        guessed = guess_format(path)
-    except ValueError:
-        return fmt  # unknown suffix: trust the caller
-    compatible = {fmt} | ({"hdf5", "packed"} if fmt in ("hdf5", "packed") else set())
-    if guessed not in compatible:
-        raise ValueError(
-            f"format={fmt!r} does not match this file (looks like format={guessed!r}); "
-            "pass format=None to choose each file's format from its suffix"
-        )
-    return fmt
-
-
 def open_many(paths: PathsLike, format: Optional[str] = None, **options) -> Reader:
     """One reader over the files named by ``paths`` (see ``expand_paths``).
 
@@ -251,14 +234,14 @@ def open_many(paths: PathsLike, format: Optional[str] = None, **options) -> Read
     format-specific ones) go to every member. A single file gives its own reader; several give a
     ``MultiReader``. An error opening a member names that member.
     """
-    from . import guess_format, normalize_format, open_reader
+    from . import check_format_matches, guess_format, normalize_format, open_reader
 
     files = expand_paths(paths)
     fixed = None if format in (None, "auto") else normalize_format(format)
     readers: list[Reader] = []
     for path in files:
         try:
-            fmt = guess_format(path) if fixed is None else _checked_format(path, fixed)
+            fmt = guess_format(path) if fixed is None else check_format_matches(path, fixed)
             readers.append(open_reader(path, fmt, **options))
         except Exception as exc:
             shown = path
