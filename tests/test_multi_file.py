@@ -83,6 +83,13 @@ def test_expand_glob_sorted_and_list_order(shards):
     assert not is_many("postgresql://u:p@127.0.0.1:5432/db?sslmode=disable")
 
 
+def test_existing_file_with_pattern_characters_is_taken_literally(shards, tmp_path):
+    odd = tmp_path / "run[1].xyz"
+    odd.write_bytes((shards / "shard_0.xyz").read_bytes())
+    assert not is_many(str(odd))
+    assert expand_paths(str(odd)) == [str(odd)]
+
+
 def test_glob_matching_nothing_is_a_clear_error(tmp_path):
     pattern = str(tmp_path / "nothing_*.xyz")
     with pytest.raises(FileNotFoundError, match="no file matches") as info:

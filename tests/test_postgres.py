@@ -193,3 +193,20 @@ def test_password_never_shown(written, tmp_path):
         assert secret not in text, text
         assert "wrong-password" not in text, text
     assert "127.0.0.1" in errors[0], errors
+
+
+def test_refused_connection_hides_password():
+    """No server on the port: a ConnectionError naming the URL with the password masked."""
+    import socket
+
+    pytest.importorskip("ase_db_backends", reason="ase-db-backends (pip install '.[test]') opens postgresql URLs")
+    from mlff_distiller.data import MolecularDataset
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://bob:hunter2-secret@127.0.0.1:{port}/nowhere"
+    with pytest.raises(ConnectionError) as info:
+        MolecularDataset(url, format="ase")
+    text = str(info.value)
+    assert "hunter2" not in text and f"bob:***@127.0.0.1:{port}" in text

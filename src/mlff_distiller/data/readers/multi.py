@@ -36,9 +36,9 @@ def _is_url(text: str) -> bool:
 
 
 def is_glob(path: PathLike) -> bool:
-    """True for a pattern such as ``data/*.xyz`` (not for a database URL)."""
+    """True for a pattern such as ``data/*.xyz`` (not a database URL, not an existing file)."""
     text = os.fspath(path)
-    return not _is_url(text) and any(c in _GLOB_CHARS for c in text)
+    return not _is_url(text) and any(c in _GLOB_CHARS for c in text) and not os.path.exists(text)
 
 
 def is_many(data_path) -> bool:
@@ -191,7 +191,7 @@ class MultiReader(Reader):
         try:
             return self.readers[k].read(local)
         except Exception as exc:
-            raise self._named(exc, k) from exc
+            self._reraise_named(exc, k)
 
     def read_many(self, indices: Sequence[int]) -> list[Structure]:
         """Structures in the order given; each member reads its own indices in one call."""
@@ -202,7 +202,7 @@ class MultiReader(Reader):
             try:
                 structures = self.readers[int(k)].read_many(local[where].tolist())
             except Exception as exc:
-                raise self._named(exc, int(k)) from exc
+                self._reraise_named(exc, int(k))
             for pos, s in zip(where.tolist(), structures):
                 out[pos] = s
         return out  # type: ignore[return-value]
@@ -211,8 +211,12 @@ class MultiReader(Reader):
         k, local = self.locate(index)
         return self.readers[k].label_keys(local)
 
-    def _named(self, exc: Exception, k: int) -> Exception:
-        return _opening_error(self.paths[k], exc)
+    def _reraise_named(self, exc: Exception, k: int):
+        """Raise ``exc`` as is when it names member ``k``, else a copy that names it."""
+        named = _opening_error(self.paths[k], exc)
+        if named is exc:
+            raise exc
+        raise named from exc
 
     # -- handles ---------------------------------------------------------------------------
     def _open(self):
@@ -244,12 +248,20 @@ def open_many(paths: PathsLike, format: Optional[str] = None, **options) -> Read
             fmt = guess_format(path) if fixed is None else check_format_matches(path, fixed)
             readers.append(open_reader(path, fmt, **options))
         except Exception as exc:
-            shown = path
-            if _is_url(path):
-                from .ase_db import mask_password
+            if not _is_url(path):
+                named = _opening_error(path, exc)
+                if named is exc:
+                    raise
+                raise named from exc
+            from .ase_db import _secret_parts, mask_password
 
-                shown = mask_password(path)
-            raise _opening_error(shown, exc) from exc
+            message = str(exc)
+            for secret in _secret_parts(path):  # never show or chain a message quoting the password
+                message = message.replace(secret, "***")
+            shown = mask_password(path)
+            if shown in message and message == str(exc):
+                raise  # the database reader's own error: names the URL, password hidden
+            raise ConnectionError(f"{shown}: {type(exc).__name__}: {message}") from None
     return readers[0] if len(readers) == 1 else MultiReader(readers)
 
 
