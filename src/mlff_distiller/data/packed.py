@@ -50,8 +50,6 @@ FORMAT_NAME = "packed"
 FORMAT_VERSION = 1
 #: structures converted per chunk by ``write_packed`` and the dataset cache
 DEFAULT_CHUNK = 1024
-#: bytes gathered from a memory map between two releases of its resident pages (see ``PackedStore``)
-DEFAULT_RELEASE_BYTES = 256 * 2**20
 _ALIGNMENT = 64  # byte alignment of every dataset in files we write
 
 #: per-structure and per-atom arrays of a label (row shape after the leading axis)
@@ -69,11 +67,12 @@ class PackedStore:
     """Packed arrays of S structures (numpy arrays, memory maps or h5py datasets) with gathers.
 
     ``arrays`` maps the dataset names of the layout above to arrays. ``read_batch(indices)``
-    builds the atom index of the batch with ``np.repeat``/``cumsum`` and reads each array with
-    one fancy index. When the arrays are views of a memory map ``mm``, the map's resident pages
-    are released (``madvise(MADV_DONTNEED)``; the data stays in the OS page cache) after every
-    ``release_bytes`` gathered, so iterating a file much larger than RAM keeps the process's
-    resident memory small.
+    builds the atom index of the batch with ``cumsum``/``repeat`` and reads each array with one
+    ``take``. When the arrays are views of a read-only memory map ``mm`` of the file, the data
+    lives in the OS page cache: shared by every process reading the file (DataLoader workers
+    do not copy it) and reclaimable by the OS, so the process's private memory stays flat
+    while it iterates a file larger than RAM. The mapped pages do count in the process's
+    VmRSS (as RssFile); ``release()`` unmaps them from this process.
     """
 
     def __init__(
@@ -84,7 +83,6 @@ class PackedStore:
         cutoff: Optional[float] = None,
         path: str = "<memory>",
         mm: Optional[mmap.mmap] = None,
-        release_bytes: int = DEFAULT_RELEASE_BYTES,
         h5file=None,
     ) -> None:
         self.arrays = arrays
@@ -93,16 +91,13 @@ class PackedStore:
         self.path = path
         self._mm = mm
         self._h5file = h5file  # kept open while some array is an h5py dataset
-        self._release_bytes = int(release_bytes)
-        self._gathered = 0
         self.offsets = np.asarray(arrays["offsets"])  # small: read once
         self._natoms = np.diff(self.offsets)
         self.labels = [name for name in LABEL_NAMES if name in arrays]
         self._present = {name: np.asarray(arrays[f"{name}_present"], dtype=bool) for name in self.labels}
-        #: labels every structure carries: no presence gather, no zero-fill
+        #: (label, per-atom?, carried by every structure?): the last needs no presence gather or zero-fill
         self._label_plan = [
-            (name, _LABEL_ROWS[name][0] == "atom", True if self._present[name].all() else None)
-            for name in self.labels
+            (name, _LABEL_ROWS[name][0] == "atom", bool(self._present[name].all())) for name in self.labels
         ]
         self.has_edges = "edge_index" in arrays
         self.edge_offsets = np.asarray(arrays["edge_offsets"]) if self.has_edges else None
@@ -144,12 +139,14 @@ class PackedStore:
         atom_index += (self.offsets.take(idx) - ptr[:-1]).repeat(natoms)
         a = self.arrays
         labels = {}
-        for name, per_atom, present_all in self._label_plan:
-            values = _take(a[name], atom_index if per_atom else idx)
-            if present_all is not None:
-                present = np.ones(n, dtype=bool)
+        for name, per_atom, all_present in self._label_plan:
+            if all_present:
+                values, present = _take(a[name], atom_index if per_atom else idx), np.ones(n, dtype=bool)
             else:
                 present = self._present[name].take(idx)
+                if not present.any():
+                    continue  # a label no structure of the batch carries is not in the batch
+                values = _take(a[name], atom_index if per_atom else idx)
                 if not present.all():
                     absent = ~present
                     values[absent.repeat(natoms) if per_atom else absent] = 0
@@ -165,11 +162,6 @@ class PackedStore:
             batch.edge_index = _take(a["edge_index"], edge_rows, axis=1)
             batch.shifts = _take(a["shifts"], edge_rows)
             batch.num_edges = num_edges
-        if self._mm is not None:
-            # pages touched: at least one per array and structure, plus the per-atom bytes
-            self._gathered += idx.shape[0] * len(a) * mmap.PAGESIZE + atom_index.shape[0] * 64
-            if self._gathered >= self._release_bytes:
-                self.release()
         return batch
 
     def read(self, index: int) -> Structure:
@@ -185,9 +177,9 @@ class PackedStore:
 
     # -- memory ------------------------------------------------------------------------------
     def release(self) -> None:
-        """Drop this process's resident pages of the memory map (they stay in the page cache)."""
-        self._gathered = 0
-        if self._mm is not None and hasattr(mmap, "MADV_DONTNEED") and len(self._mm) > self._release_bytes:
+        """Unmap this process's resident pages of the memory map (VmRSS drops; the data stays
+        in the OS page cache, and the next read maps it again)."""
+        if self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
             self._mm.madvise(mmap.MADV_DONTNEED)
 
     def to_memory(self) -> "PackedStore":
@@ -284,7 +276,7 @@ def read_header(f, path: str) -> dict:
     }
 
 
-def open_packed(path: PathLike, *, release_bytes: int = DEFAULT_RELEASE_BYTES) -> PackedStore:
+def open_packed(path: PathLike) -> PackedStore:
     """Memory-map the packed file ``path`` (one map for the whole file, read-only).
 
     Datasets stored chunked or compressed (e.g. after ``h5repack``) cannot be mapped; they are
@@ -327,10 +319,7 @@ def open_packed(path: PathLike, *, release_bytes: int = DEFAULT_RELEASE_BYTES) -
             arrays[name] = np.zeros(shape, dtype=dtype)
         else:
             arrays[name] = np.frombuffer(mm, dtype=dtype, count=count, offset=offset).reshape(shape)
-    return PackedStore(
-        arrays, units=header["units"], cutoff=header["cutoff"], path=path, mm=mm,
-        release_bytes=release_bytes, h5file=f,
-    )
+    return PackedStore(arrays, units=header["units"], cutoff=header["cutoff"], path=path, mm=mm, h5file=f)
 
 
 # =============================================================================================
@@ -356,7 +345,7 @@ class _Column:
         if self._spill is None:
             self.segments.append((row_start, array.shape[0], array.dtype, array))
         else:
-            self._spill.write(memoryview(array).cast("B"))
+            self._spill.write(array.reshape(-1).view(np.uint8).data if array.size else b"")
             self.segments.append((row_start, array.shape[0], array.dtype, self._spill_size))
             self._spill_size += array.nbytes
 
@@ -424,43 +413,57 @@ class PackedBuilder:
         """Append a chunk of structures (in dataset order)."""
         if not structures:
             return
-        s0, t0 = self.num_structures, self.num_atoms
+        s0 = self.num_structures
         checked = [_checked(s, s0 + k, self.source) for k, s in enumerate(structures)]
-        natoms = np.array([len(s.numbers) for s in checked], dtype=np.int64)
-        n_atoms = int(natoms.sum())
-        self._column("positions", (3,)).append(t0, _concat([s.positions for s in checked], (0, 3)))
-        self._column("numbers", ()).append(t0, _concat([s.numbers for s in checked], (0,)).astype(np.int64))
-        self._column("cell", (3, 3)).append(s0, np.stack([s.cell for s in checked]))
-        self._column("pbc", (3,)).append(s0, np.stack([s.pbc for s in checked]).astype(bool))
-        for name in LABEL_NAMES:
-            values = [getattr(s, name) for s in checked]
-            present = np.array([v is not None for v in values])
-            if not present.any() and name not in self._columns:
-                continue
+        self.add_batch(StructureBatch.from_structures(checked, np.arange(s0, s0 + len(checked))))
+
+    def add_batch(self, batch: StructureBatch) -> None:
+        """Append the structures of ``batch`` (already concatenated arrays, e.g. from numpy).
+
+        Label rows of structures whose ``present`` flag is False are stored as NaN.
+        """
+        n, s0, t0 = len(batch), self.num_structures, self.num_atoms
+        if n == 0:
+            return
+        natoms = np.asarray(batch.natoms, dtype=np.int64)
+        total = int(natoms.sum())
+        shapes = {"positions": (total, 3), "numbers": (total,), "cell": (n, 3, 3), "pbc": (n, 3)}
+        for key, shape in shapes.items():
+            if np.shape(getattr(batch, key)) != shape:
+                raise format_error(self.source, s0, key, f"chunk has shape {list(np.shape(getattr(batch, key)))}, expected {list(shape)}")
+        if np.asarray(batch.numbers).dtype.kind not in "iu":
+            raise format_error(self.source, s0, "numbers", "atomic numbers must be integers")
+        self._column("positions", (3,)).append(t0, np.asarray(batch.positions))
+        self._column("numbers", ()).append(t0, np.asarray(batch.numbers, dtype=np.int64))
+        self._column("cell", (3, 3)).append(s0, np.asarray(batch.cell))
+        self._column("pbc", (3,)).append(s0, np.asarray(batch.pbc, dtype=bool))
+        for name, column in batch.labels.items():
             where, row_shape = _LABEL_ROWS[name]
-            dtype = np.result_type(*[v.dtype for v in values if v is not None]) if present.any() else self._columns[name].dtype
-            filled = [
-                v if v is not None else np.full((n,) + row_shape if where == "atom" else row_shape, _fill(dtype), dtype)
-                for v, n in zip(values, natoms)
-            ]
-            if where == "atom":
-                self._column(name, row_shape).append(t0, _concat(filled, (0,) + row_shape).astype(dtype, copy=False))
-            else:
-                self._column(name, row_shape).append(s0, np.stack(filled).astype(dtype, copy=False))
+            values, present = np.asarray(column.values), np.asarray(column.present, dtype=bool)
+            expected = ((total if where == "atom" else n),) + row_shape
+            if values.shape != expected or present.shape != (n,):
+                raise format_error(self.source, s0, name, f"chunk has shape {list(values.shape)}, expected {list(expected)}")
+            if not present.all():
+                if values.dtype.kind in "iu":
+                    values = values.astype(np.float64)
+                values = values.copy()
+                values[~present.repeat(natoms) if where == "atom" else ~present] = np.nan
+            self._column(name, row_shape).append(t0 if where == "atom" else s0, values)
             self._column(f"{name}_present", ()).append(s0, present)
         if self.cutoff is not None:
-            self._add_edges(checked, s0)
+            self._add_edges(batch, s0)
         self._natoms.append(natoms)
-        self.num_structures += len(checked)
-        self.num_atoms += n_atoms
+        self.num_structures += n
+        self.num_atoms += total
 
-    def _add_edges(self, structures: list[Structure], s0: int) -> None:
+    def _add_edges(self, batch: StructureBatch, s0: int) -> None:
         from .neighbors import compute_neighbors
 
         index_parts, shift_parts, counts = [], [], []
-        for k, s in enumerate(structures):
+        ptr = batch.ptr
+        for k in range(len(batch)):
             try:
-                edges = compute_neighbors(s.positions, s.cell, s.pbc, self.cutoff)
+                edges = compute_neighbors(batch.positions[ptr[k] : ptr[k + 1]], batch.cell[k], batch.pbc[k], self.cutoff)
             except ValueError as exc:
                 raise format_error(self.source, s0 + k, "positions", f"neighbor list: {exc}") from exc
             index_parts.append(edges.edge_index.T.astype(np.int32))

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..packed import DEFAULT_RELEASE_BYTES, PackedStore, open_packed, read_header
+from ..packed import PackedStore, open_packed, read_header
 from ..structure import Structure
 from ..structure_batch import StructureBatch
 from .base import Reader
@@ -24,8 +24,6 @@ class PackedReader(Reader):
     Labels were resolved when the file was packed (their names are fixed: energy, forces,
     stress), so ``energy_key``/``forces_key``/``stress_key`` are accepted for interface
     compatibility and select nothing. ``units`` are the conversions recorded at packing time.
-    ``release_bytes``: see ``PackedStore`` (resident pages of the map are dropped after this
-    many bytes gathered, keeping memory small while iterating files larger than RAM).
     """
 
     format_name = "packed"
@@ -37,7 +35,6 @@ class PackedReader(Reader):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
-        release_bytes: int = DEFAULT_RELEASE_BYTES,
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         if not os.path.isfile(self.path):
@@ -55,11 +52,10 @@ class PackedReader(Reader):
         #: neighbor-list cutoff (Å) of the stored edges, or None when the file stores none
         self.cutoff: Optional[float] = header["cutoff"]
         self.source = header["source"]
-        self.release_bytes = int(release_bytes)
         self._natoms: Optional[np.ndarray] = None
 
     def _open(self) -> PackedStore:
-        return open_packed(self.path, release_bytes=self.release_bytes)
+        return open_packed(self.path)
 
     @property
     def store(self) -> PackedStore:
