@@ -431,3 +431,91 @@ def test_unknown_unit_attribute_names_file_dataset_unit(tmp_path):
         Hdf5Reader(path)
     msg = str(err.value)
     assert "spice_like.hdf5" in msg and "mol/conformations" in msg and "furlong" in msg
+
+
+# -- groups without coordinates are never skipped (audit) ------------------------------------------------
+def _copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    dst.chmod(0o644)
+    return dst
+
+
+@needs_real
+@pytest.mark.parametrize("extra", [{"atomic_numbers": np.array([6, 1])}, {"dft_total_energy": np.zeros(3)}])
+def test_spice_group_without_conformations_is_an_error(tmp_path, extra):
+    path = _copy(REAL / "modelforge" / "SPICE-1.1.4_n2.hdf5", tmp_path / "spice.hdf5")
+    assert len(Hdf5Reader(path)) == 55
+    with h5py.File(path, "a") as f:
+        g = f.create_group("zzz_bad")
+        for k, v in extra.items():
+            g[k] = v
+    with pytest.raises(DataFormatError) as err:
+        Hdf5Reader(path)
+    msg = str(err.value)
+    assert "spice.hdf5" in msg and "'zzz_bad'" in msg and "conformations" in msg and next(iter(extra)) in msg
+
+
+@needs_real
+def test_ani_group_without_coordinates_is_an_error(tmp_path):
+    path = _copy(REAL / "modelforge" / "ani2x_minimal.hdf5", tmp_path / "ani2x.hdf5")
+    with h5py.File(path, "a") as f:
+        f.create_group("004")["species"] = np.array([[1, 1]])
+    with pytest.raises(DataFormatError) as err:
+        Hdf5Reader(path)
+    msg = str(err.value)
+    assert "ani2x.hdf5" in msg and "'004'" in msg and "coordinates" in msg and "species" in msg
+
+
+@needs_real
+def test_empty_groups_hold_nothing_and_are_skipped(tmp_path):
+    path = _copy(REAL / "modelforge" / "ani2x_minimal.hdf5", tmp_path / "ani2x.hdf5")
+    with h5py.File(path, "a") as f:
+        f.create_group("000")  # sorts first: detection must look past it
+        f.create_group("003")
+        f.create_group("005").create_group("empty")
+    reader = Hdf5Reader(path)
+    assert reader.layout_name == "ani" and len(reader) == 5706
+    original = Hdf5Reader(REAL / "modelforge" / "ani2x_minimal.hdf5")
+    assert np.array_equal(reader.read(5705).positions, original.read(5705).positions)
+
+
+# -- NaN levels of theory: the error says how to read them as missing (audit) --------------------------------
+@needs_real
+def test_nan_level_of_theory_error_suggests_nan_as_missing():
+    from mlff_distiller.data.dataset import MolecularDataset
+
+    path = REAL / "modelforge" / "ani1_n5.hdf5"
+    with h5py.File(path) as f:
+        assert np.isnan(f["C1H6N2O5"]["ccsd(t)_cbs.energy"][()]).any()  # the file's own marker
+    with pytest.raises(DataFormatError) as err:
+        ds = MolecularDataset(path, format="hdf5", energy_key="ccsd(t)_cbs.energy")
+        [ds[i] for i in range(len(ds))]
+    msg = str(err.value)
+    assert "ani1_n5.hdf5" in msg and "ccsd(t)_cbs.energy" in msg and "NaN" in msg
+    assert msg.endswith(
+        ": this layout marks uncomputed levels of theory with NaN; "
+        "pass nan_as_missing=True to treat them as missing labels"
+    )
+
+
+def test_nan_hint_only_for_an_entirely_nan_label(tmp_path):
+    path = tmp_path / "ani_like.h5"
+    forces = np.zeros((2, 2, 3))
+    forces[1, 0, 2] = np.nan  # a partly-NaN label is broken data: nan_as_missing would not help
+    with h5py.File(path, "w") as f:
+        g = f.create_group("mol")
+        g["coordinates"] = np.array([[[0, 0, 0], [0, 0, 0.74]], [[0, 0, 0], [0, 0, 0.75]]])
+        g["species"] = np.array([1, 1])
+        g["energies"] = np.array([np.nan, -1.17])
+        g["forces"] = forces
+    reader = Hdf5Reader(path)
+    assert reader.layout_name == "ani"
+    with pytest.raises(DataFormatError, match=r"structure 0, key 'mol/energies'.*pass nan_as_missing=True"):
+        reader.read(0)
+    with pytest.raises(DataFormatError, match=r"structure 1, key 'mol/forces'.*NaN") as err:
+        reader.read(1)
+    assert "nan_as_missing" not in str(err.value)
+    lenient = Hdf5Reader(path, nan_as_missing=True)
+    assert lenient.read(0).energy is None
+    with pytest.raises(DataFormatError, match="mol/forces"):
+        lenient.read(1)

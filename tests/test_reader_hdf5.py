@@ -272,3 +272,71 @@ def test_packed_files_are_handed_to_packed_reader(tmp_path, atoms13):
     _assert_same(reader.read(3), atoms13[3])
     assert callable(reader.read_batch)  # the packed fast path stays reachable
     _assert_same(pickle.loads(pickle.dumps(reader)).read(2), atoms13[2])
+
+
+# -- forced layouts must match the file (audit: forcing a layout gave an empty dataset) ------------------
+FORCEABLE = ["guide", "mace", "schnetpack_md", "deepmd", "spice", "modelforge", "ani", "ani1", "ani2x", "dpdata"]
+
+
+def _foreign_file(path):
+    """A layout no reader knows: /frames/0/{xyz, Z} and /meta."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("frames").create_group("0")
+        g["xyz"] = np.zeros((1, 3))
+        g["Z"] = np.ones(1, dtype=np.int64)
+        f["meta"] = np.zeros(1, dtype=np.int64)
+    return path
+
+
+@pytest.mark.parametrize("layout", FORCEABLE)
+def test_forced_layout_on_a_foreign_file_is_refused(tmp_path, layout):
+    from mlff_distiller.data.readers.hdf5_layouts import normalize_layout, supported_layouts
+
+    path = _foreign_file(tmp_path / "unk.h5")
+    with pytest.raises(DataFormatError) as err:
+        Hdf5Reader(path, layout=layout)
+    msg = str(err.value)
+    assert "unk.h5" in msg
+    assert f"does not look like layout {normalize_layout(layout)!r}" in msg
+    assert "/frames/0/xyz" in msg and "/frames/0/Z" in msg and "/meta" in msg  # what was found
+    for name in supported_layouts():
+        assert name in msg
+
+
+def test_forced_packed_layout_on_a_foreign_file_is_refused(tmp_path):
+    path = _foreign_file(tmp_path / "unk.h5")
+    with pytest.raises(DataFormatError, match=r"unk\.h5.*not a packed file"):
+        Hdf5Reader(path, layout="packed")
+
+
+def test_forced_layout_through_molecular_dataset(tmp_path):
+    from mlff_distiller.data.dataset import MolecularDataset
+
+    path = _foreign_file(tmp_path / "unk.h5")
+    for layout in ("spice", "guide"):
+        with pytest.raises(DataFormatError, match=rf"unk\.h5: file does not look like layout '{layout}'"):
+            MolecularDataset(path, format="hdf5", layout=layout)
+
+
+def test_forced_layout_names_the_layout_the_file_has(guide_file):
+    with pytest.raises(DataFormatError, match="looks like layout 'guide'"):
+        Hdf5Reader(guide_file, layout="ani")
+    with pytest.raises(DataFormatError, match="looks like layout 'guide'"):
+        Hdf5Reader(guide_file, layout="modelforge")  # structures/0/positions is [N, 3], not [C, N, 3]
+
+
+# -- species / positions mismatch names species (audit) ---------------------------------------------------
+def test_species_shorter_than_positions_blames_species(tmp_path):
+    path = _one_group_file(tmp_path / "short.h5", positions=np.zeros((1, 3)), species=np.zeros(0, np.int64), energy=1.0)
+    with pytest.raises(DataFormatError) as err:
+        Hdf5Reader(path).read(0)
+    msg = str(err.value)
+    assert "short.h5, structure 0, key 'structures/0/species'" in msg
+    assert "(0,)" in msg and "(1, 3)" in msg and "structures/0/positions" in msg
+
+
+def test_nan_error_of_the_guide_layout_has_no_nan_as_missing_hint(tmp_path):
+    path = _one_group_file(tmp_path / "nan.h5", positions=np.zeros((2, 3)), species=np.ones(2, int), energy=np.nan)
+    with pytest.raises(DataFormatError, match="NaN") as err:
+        Hdf5Reader(path).read(0)
+    assert "nan_as_missing" not in str(err.value)

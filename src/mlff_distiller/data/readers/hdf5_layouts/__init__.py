@@ -12,6 +12,10 @@
 
 The packed layout (root attribute ``mlff_distiller_format == 'packed'``) is not here: the
 reader hands such files to ``readers.packed.PackedReader``.
+
+``layout=`` forces a layout, but never onto a file that does not look like it: every layout's
+constructor checks ``Layout.accepts`` and raises the error built in ``forced.py`` (file, what it
+holds, what the layout needs, the supported layouts, the layout detection finds).
 """
 
 from __future__ import annotations

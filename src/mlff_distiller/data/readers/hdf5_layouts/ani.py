@@ -9,6 +9,8 @@ one key per level of theory (``wb97x_dz.energy``, ``ccsd(t)_cbs.energy``; pick o
 ``energies`` exists, and forces of the same level, ``wb97x_dz.forces``).
 Units (documented by the data set papers, Smith et al. 2017/2020, and TorchANI): coordinates Å,
 energies Hartree, forces Hartree/Å.
+The ANI-1x/1ccx releases write NaN for a level of theory not computed for a conformer; such a
+label is an error unless ``nan_as_missing=True`` (then it is absent), and the error says so.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ANI = Convention(
 class AniLayout(ConformerGroupLayout):
     name = "ani"
     convention = ANI
+    nan_marks_missing = True
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:

@@ -24,9 +24,14 @@ from ...labels import LabelKeys, finalize_labels
 from ...structure import Structure
 from ...units import Conversion, UnitError, conversion
 from ._h5 import DtypeCache, as_text, natural_sorted
+from .forced import not_this_layout
 
 #: attribute names under which files record a dataset's unit
 UNIT_ATTRS = ("units", "unit", "u")
+#: appended to the NaN error of layouts whose files mark uncomputed labels with NaN
+NAN_HINT = (
+    "this layout marks uncomputed levels of theory with NaN; pass nan_as_missing=True to treat them as missing labels"
+)
 
 
 @dataclass(frozen=True)
@@ -116,9 +121,19 @@ class Layout(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     #: whether a dataset may span several files (MACE shards)
     multi_file: ClassVar[bool] = False
+    #: what a file of this layout holds, for the error when ``layout=`` is forced on another file
+    signature: ClassVar[str] = ""
+    #: whether files of this layout write NaN for a label that was not computed (ANI-1x, SPICE)
+    nan_marks_missing: ClassVar[bool] = False
 
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
+        """Subclasses call this first: it refuses (DataFormatError naming the file, what it holds
+        and the supported layouts) every file that does not look like this layout, so a forced
+        ``layout=`` never reads a foreign file as an empty data set."""
         self.ctx = ctx
+        for k in range(len(files)):
+            if not type(self).accepts(files[k]):
+                raise not_this_layout(ctx.path_of(k), files[k], type(self))
         #: [S] int64 atom counts
         self.natoms: np.ndarray = np.zeros(0, dtype=np.int64)
         #: quantity -> description of the unit conversion applied
@@ -128,6 +143,12 @@ class Layout(ABC):
     @abstractmethod
     def detect(cls, f: h5py.File) -> bool:
         """Whether an open file looks like this layout (cheap: top-level structure only)."""
+
+    @classmethod
+    def accepts(cls, f: h5py.File) -> bool:
+        """Whether a file may be read with this layout when ``layout=`` forces it: ``detect`` by
+        default; a layout may accept more (then its constructor gives the specific error)."""
+        return cls.detect(f)
 
     def __len__(self) -> int:
         return int(self.natoms.shape[0])
@@ -219,6 +240,14 @@ class Layout(ABC):
         pos_key = keys.get("positions", "positions")
         if positions.dtype.kind not in "fiu":
             raise format_error(path, index, pos_key, f"positions must be numeric, got dtype {positions.dtype}")
+        if positions.ndim == 2 and positions.shape[1] == 3 and positions.shape[0] != n:
+            raise format_error(
+                path,
+                index,
+                keys.get("numbers", "species"),
+                f"species has {n} entries (shape {numbers.shape}) but {pos_key!r} has shape {positions.shape}: "
+                "both must list the same atoms",
+            )
         if positions.shape != (n, 3):
             raise format_error(path, index, pos_key, f"positions have shape {positions.shape}, expected ({n}, 3)")
         if cell is None:
@@ -242,11 +271,27 @@ class Layout(ABC):
             forces = _none_if_all_nan(forces)
             stress = _none_if_all_nan(stress)
         label_keys = {label: keys.get(label, label) for label in ("energy", "forces", "stress")}
-        energy, forces, stress = finalize_labels(
-            energy=energy, forces=forces, stress=stress, keys=label_keys, natoms=n, cell=cell, path=path, index=index
-        )
+        raw = {"energy": energy, "forces": forces, "stress": stress}
+        try:
+            energy, forces, stress = finalize_labels(**raw, keys=label_keys, natoms=n, cell=cell, path=path, index=index)
+        except DataFormatError as exc:
+            if self._wants_nan_hint(exc, raw, label_keys):
+                raise DataFormatError(f"{exc}: {NAN_HINT}") from None
+            raise
         return Structure(
             positions=positions, numbers=numbers, cell=cell, pbc=pbc, energy=energy, forces=forces, stress=stress
+        )
+
+    def _wants_nan_hint(self, exc: DataFormatError, raw: dict, label_keys: dict[str, str]) -> bool:
+        """Whether ``exc`` is about a label that is entirely NaN in a layout that writes NaN for
+        an uncomputed label, read without ``nan_as_missing`` (a partly-NaN label is broken data,
+        which nan_as_missing would not change: no hint then)."""
+        if not self.nan_marks_missing or self.ctx.nan_as_missing:
+            return False
+        text = str(exc)
+        return any(
+            value is not None and _none_if_all_nan(value) is None and f"key {label_keys[label]!r}" in text
+            for label, value in raw.items()
         )
 
 
@@ -307,22 +352,32 @@ def molecule_cell() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((3, 3), dtype=np.float64), np.zeros(3, dtype=bool)
 
 
-def first_leaf(f: h5py.File, max_depth: int = 4) -> tuple[int, dict[str, h5py.Dataset]]:
-    """Descend into the first group (natural order) until a group holding datasets is found.
+def first_leaf(f: h5py.File, max_depth: int = 4, max_groups: int = 64) -> tuple[int, dict[str, h5py.Dataset]]:
+    """The first group below the root (depth first, natural order) that holds datasets; groups
+    holding nothing (empty ones) are passed over. At most ``max_groups`` groups are visited.
 
     Returns (depth, {name: dataset}); depth 0 with {} when nothing is found.
     """
-    grp: h5py.Group = f
-    for depth in range(1, max_depth + 1):
-        names = natural_sorted(grp.keys())
-        subgroups = [n for n in names if grp.get(n, getclass=True) is h5py.Group]
-        if not subgroups:
-            return 0, {}
-        grp = grp[subgroups[0]]
-        datasets = {n: grp[n] for n in grp.keys() if grp.get(n, getclass=True) is h5py.Dataset}
-        if datasets:
-            return depth, datasets
-    return 0, {}
+    budget = [max_groups]
+
+    def visit(grp: h5py.Group, depth: int) -> tuple[int, dict[str, h5py.Dataset]]:
+        for name in natural_sorted(grp.keys()):
+            if budget[0] <= 0:
+                break
+            if grp.get(name, getclass=True) is not h5py.Group:
+                continue
+            budget[0] -= 1
+            sub = grp[name]
+            datasets = {n: sub[n] for n in sub.keys() if sub.get(n, getclass=True) is h5py.Dataset}
+            if datasets:
+                return depth, datasets
+            if depth < max_depth:
+                found = visit(sub, depth + 1)
+                if found[1]:
+                    return found
+        return 0, {}
+
+    return visit(f, 1)
 
 
 __all__ = [

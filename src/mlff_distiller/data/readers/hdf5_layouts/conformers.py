@@ -5,6 +5,11 @@ Each *conformer group* holds ``positions`` [C, N, 3], the species ([N], [N, 1] o
 sit at any depth (the original ANI-1 files nest them two levels down); they are visited in
 natural name order. Structure ``i`` is row ``i - start[g]`` of group ``g``.
 
+No group is skipped silently: a group holding any dataset (species, an energy, ...) but no
+positions dataset is a DataFormatError naming the file and the group; only groups that hold no
+dataset at all (empty ones, or ones holding only other groups, which are searched) contribute
+no structures.
+
 A layout supplies a ``Convention``: the dataset names it uses and the units its documentation
 gives; a unit attribute on a dataset (``units``/``unit``/``u``) takes precedence. A key whose
 name contains ``gradient`` holds dE/dR and becomes forces = -gradient.
@@ -68,6 +73,12 @@ class ConformerGroupLayout(Layout):
 
     convention: ClassVar[Convention]
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        conv = cls.__dict__.get("convention")
+        if conv is not None:
+            cls.signature = f"groups holding conformer {conv.positions[0]!r} [C, N, 3] and {conv.species[0]!r}"
+
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
         super().__init__(files, ctx)
         f = files[0]
@@ -100,7 +111,11 @@ class ConformerGroupLayout(Layout):
 
     # -- index ----------------------------------------------------------------------------
     def _conformer_groups(self, f: h5py.File) -> Iterator[str]:
-        """Paths of the groups holding a positions dataset, depth first, natural order."""
+        """Paths of the groups holding a positions dataset, depth first, natural order.
+
+        Raises DataFormatError for a group that holds datasets but no positions dataset (its
+        data would otherwise be dropped); groups without datasets are searched for subgroups.
+        """
         positions = self.convention.positions
 
         def walk(grp: h5py.Group, prefix: str) -> Iterator[str]:
@@ -108,8 +123,19 @@ class ConformerGroupLayout(Layout):
             if any(n in positions and grp.get(n, getclass=True) is h5py.Dataset for n in names):
                 yield prefix or "/"
                 return
+            kinds = {n: grp.get(n, getclass=True) for n in names}
+            datasets = [n for n in names if kinds[n] is h5py.Dataset]
+            if datasets:
+                shown = datasets[:12] + (["..."] if len(datasets) > 12 else [])
+                raise self.ctx.error(
+                    None,
+                    prefix or "/",
+                    f"group holds datasets {shown} but no {positions[0]!r} dataset; in the {self.name} layout every "
+                    f"group with data holds the conformer {positions[0]} [C, N, 3], so this group cannot be read "
+                    "(remove it or fix the file)",
+                )
             for n in names:
-                if grp.get(n, getclass=True) is h5py.Group:
+                if kinds[n] is h5py.Group:
                     yield from walk(grp[n], f"{prefix}/{n}" if prefix else n)
 
         yield from walk(f, "")

@@ -26,6 +26,8 @@ from ._h5 import DatasetReader, as_text, natural_sorted
 from .base import H5Files, Layout, LayoutContext, molecule_cell, to_numbers
 
 SET_NAME = re.compile(r"set\.\d+$")
+#: how deep below the root systems are looked for
+SYSTEM_DEPTH = 8
 
 
 @dataclass
@@ -48,6 +50,7 @@ class _System:
 class DeepmdLayout(Layout):
     name = "deepmd"
     options = ("type_map",)
+    signature = "system groups (or a root) holding type.raw and set.* groups"
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:
@@ -55,6 +58,11 @@ class DeepmdLayout(Layout):
             return True
         groups = [n for n in natural_sorted(f.keys()) if f.get(n, getclass=True) is h5py.Group]
         return any(_is_system(f[n]) for n in groups[:3])
+
+    @classmethod
+    def accepts(cls, f: h5py.File) -> bool:
+        """A system anywhere the reader looks (up to 8 groups deep), not only near the root."""
+        return next(_systems(f, depth=SYSTEM_DEPTH), None) is not None
 
     def __init__(self, files: H5Files, ctx: LayoutContext, type_map: Optional[Sequence[str]] = None) -> None:
         super().__init__(files, ctx)
@@ -69,7 +77,7 @@ class DeepmdLayout(Layout):
         seen: set[str] = set()
         found = {label: False for label in label_keys}
         start = 0
-        for path in _systems(f, depth=8):
+        for path in _systems(f, depth=SYSTEM_DEPTH):
             grp = f[path] if path else f
             system = self._system(grp, path, len(self._systems), start, type_map)
             self._systems.append(system)

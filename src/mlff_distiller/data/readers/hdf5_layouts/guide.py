@@ -31,6 +31,7 @@ KEY_CHECK = 20
 
 class GuideLayout(Layout):
     name = "guide"
+    signature = "a 'structures' group with one group per structure (positions, species, ...)"
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:

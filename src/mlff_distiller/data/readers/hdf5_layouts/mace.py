@@ -40,6 +40,7 @@ def _numbered(names, pattern: re.Pattern) -> list[int]:
 class MaceLayout(Layout):
     name = "mace"
     multi_file = True
+    signature = "config_batch_<b>/config_<c> groups at the root of every shard"
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:

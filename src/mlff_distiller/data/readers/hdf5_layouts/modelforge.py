@@ -39,3 +39,10 @@ class ModelforgeLayout(ConformerGroupLayout):
         if pos is None or pos.ndim != 3:
             return False
         return "n_configs" in datasets or "u" in pos.attrs or "format" in pos.attrs
+
+    @classmethod
+    def accepts(cls, f: h5py.File) -> bool:
+        """Forced, conformer ``positions`` [C, N, 3] suffice (units then follow modelforge's convention)."""
+        _, datasets = first_leaf(f)
+        pos = datasets.get("positions")
+        return pos is not None and pos.ndim == 3

@@ -40,10 +40,16 @@ V1_ATTRS = ("n_replicas", "n_molecules", "n_atoms", "atom_types", "entries")
 class SchnetpackMdLayout(Layout):
     name = "schnetpack_md"
     options = ("energy_unit", "forces_unit", "length_unit")
+    signature = "a 'molecules' dataset [entries, replicas, molecules, atoms, 6] (schnetpack MD log)"
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:
         return f.get("molecules", getclass=True) is h5py.Dataset and "n_atoms" in f["molecules"].attrs
+
+    @classmethod
+    def accepts(cls, f: h5py.File) -> bool:
+        """Any 'molecules' dataset: the constructor explains what is wrong with it (schnetpack 2...)."""
+        return f.get("molecules", getclass=True) is h5py.Dataset
 
     def __init__(
         self,

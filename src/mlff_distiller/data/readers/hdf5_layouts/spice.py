@@ -28,6 +28,7 @@ SPICE = Convention(
 class SpiceLayout(ConformerGroupLayout):
     name = "spice"
     convention = SPICE
+    nan_marks_missing = True
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:
