@@ -18,6 +18,22 @@ from ..labels import LabelKeys
 from ..structure import Structure
 
 
+def check_index(index: int, n: int, where: str) -> int:
+    """``index`` as an int in ``[0, n)``, negative counting from the end.
+
+    IndexError naming ``where`` (the file) and ``n`` when out of range; TypeError for an
+    index that is not a whole number (``2.5`` is never read as structure 2).
+    """
+    i = int(index)
+    if i != index:
+        raise TypeError(f"{where}: index must be an integer, got {index!r}")
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"{where}: structure index {index} out of range for {n} structures")
+    return i
+
+
 class Reader(ABC):
     """Random access to the structures of one file.
 
@@ -96,6 +112,10 @@ class Reader(ABC):
     def label_keys(self, index: int) -> list[str]:
         """Names of the label-like keys structure ``index`` carries (used in error messages)."""
         return []
+
+    def _check_index(self, index: int) -> int:
+        """``index`` normalised to ``[0, len)``; IndexError naming ``display_path`` otherwise."""
+        return check_index(index, len(self), self.display_path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.display_path!r})"

@@ -137,15 +137,6 @@ class Hdf5Reader(Reader):
             return self._delegate.natoms_array()
         return self._natoms
 
-    def _check_index(self, index) -> int:
-        i = int(index)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.path}: structure index {index} out of range for {n} structures")
-        return i
-
     def read(self, index: int) -> Structure:
         if self._delegate is not None:
             return self._delegate.read(index)

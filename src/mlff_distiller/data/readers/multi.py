@@ -23,6 +23,7 @@ import numpy as np
 
 from ..structure import Structure
 from .base import Reader
+from .db_connection import is_url, mask_password, secret_parts
 
 PathLike = Union[str, os.PathLike]
 PathsLike = Union[PathLike, Sequence[PathLike]]
@@ -30,15 +31,10 @@ PathsLike = Union[PathLike, Sequence[PathLike]]
 _GLOB_CHARS = frozenset("*?[")
 
 
-def _is_url(text: str) -> bool:
-    head, sep, _ = text.partition("://")
-    return bool(sep) and head.replace("+", "").replace("-", "").replace(".", "").isalnum()
-
-
 def is_glob(path: PathLike) -> bool:
     """True for a pattern such as ``data/*.xyz`` (not a database URL, not an existing file)."""
     text = os.fspath(path)
-    return not _is_url(text) and any(c in _GLOB_CHARS for c in text) and not os.path.exists(text)
+    return not is_url(text) and any(c in _GLOB_CHARS for c in text) and not os.path.exists(text)
 
 
 def is_many(data_path) -> bool:
@@ -72,7 +68,7 @@ def expand_paths(paths: PathsLike) -> list[str]:
             if not matches:
                 raise FileNotFoundError(f"{text}: no file matches this pattern")
             out.extend(matches)
-        elif _is_url(text):
+        elif is_url(text):
             out.append(text)
         elif os.path.exists(text):
             out.append(text)
@@ -80,7 +76,7 @@ def expand_paths(paths: PathsLike) -> list[str]:
             raise FileNotFoundError(f"{text}: no such file")
     seen: dict[str, str] = {}
     for text in out:
-        key = text if _is_url(text) else os.path.realpath(text)
+        key = text if is_url(text) else os.path.realpath(text)
         if key in seen:
             raise ValueError(
                 f"{text}: named twice among the data files (also as {seen[key]!r}); "
@@ -155,12 +151,7 @@ class MultiReader(Reader):
 
     def locate(self, index: int) -> tuple[int, int]:
         """(member number, index in that member) of global ``index`` (negative wraps)."""
-        n = len(self)
-        i = int(index)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.display_path}: structure index {index} out of range for {n} structures")
+        i = self._check_index(index)
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         return k, i - int(self.offsets[k])
 
@@ -248,15 +239,13 @@ def open_many(paths: PathsLike, format: Optional[str] = None, **options) -> Read
             fmt = guess_format(path) if fixed is None else check_format_matches(path, fixed)
             readers.append(open_reader(path, fmt, **options))
         except Exception as exc:
-            if not _is_url(path):
+            if not is_url(path):
                 named = _opening_error(path, exc)
                 if named is exc:
                     raise
                 raise named from exc
-            from .ase_db import _secret_parts, mask_password
-
             message = str(exc)
-            for secret in _secret_parts(path):  # never show or chain a message quoting the password
+            for secret in secret_parts(path):  # never show or chain a message quoting the password
                 message = message.replace(secret, "***")
             shown = mask_password(path)
             if shown in message and message == str(exc):
