@@ -198,3 +198,19 @@ def test_explicit_key_absent_lists_the_keys_found(fmt, data_files):
 def test_bad_dtype(data_files):
     with pytest.raises(ValueError, match="floating"):
         MolecularDataset(data_files["ase"], format="ase", dtype=torch.int64)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dropping_a_dataset_closes_its_file(fmt, data_files):
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from mlff_distiller.data import MolecularDataset\n"
+        f"d = MolecularDataset({str(data_files[fmt])!r}, format={fmt!r}); d[0]\n"
+        "d = None; gc.collect()\n"
+    )
+    run = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "ResourceWarning" not in run.stderr

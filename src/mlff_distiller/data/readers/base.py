@@ -83,6 +83,11 @@ class Reader(ABC):
             except Exception:
                 pass
 
+    def __del__(self) -> None:
+        # close this process's handle when the reader goes away (no ResourceWarning)
+        if getattr(self, "_handle", None) is not None:
+            self.close()
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handle"] = None
