@@ -44,15 +44,23 @@ def test_example_contains_the_guide_steps_as_written():
         position = have.index(line, position) + 1
 
 
-def test_complete_pipeline_runs_end_to_end(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory holding the example's structures.db (written once for the module)."""
+    directory = tmp_path_factory.mktemp("pipeline")
+    _load_example().write_structures_db(directory / "structures.db", seed=0)
+    return directory
+
+
+def test_complete_pipeline_runs_end_to_end(workdir, monkeypatch):
     from ase.db import connect
 
     example = _load_example()
-    monkeypatch.chdir(tmp_path)
-    result = example.main(num_workers=2, num_epochs=2, seed=0)
+    monkeypatch.chdir(workdir)
+    result = example.main(num_workers=2, num_epochs=1, seed=0)
 
     # statistics against what ASE itself reads from the file the example wrote
-    rows = list(connect(tmp_path / "structures.db").select())
+    rows = list(connect(workdir / "structures.db").select())
     per_atom = np.array([r.energy / r.natoms for r in rows])
     forces = np.concatenate([r.forces for r in rows])
     stats = result["stats"]
@@ -66,11 +74,25 @@ def test_complete_pipeline_runs_end_to_end(tmp_path, monkeypatch):
     assert [len(splits[k]) for k in ("train", "val", "test")] == [48, 6, 6]
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == list(range(60))
     history = result["history"]
-    assert len(history["epochs"]) == 2
+    assert len(history["epochs"]) == 1
     for epoch in history["epochs"]:
         assert sorted(epoch["train_indices_seen"]) == sorted(splits["train"])  # each once per epoch
         assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
     assert math.isfinite(result["test_loss"]) and math.isfinite(history["initial_val_loss"])
+
+
+def test_complete_pipeline_learns_the_forces(workdir, monkeypatch):
+    """Training on what the loaders deliver must generalise to the held-out structures: a loader
+    that paired forces with the wrong positions (or atoms) would leave the validation force loss
+    where it started (checked by hand: with forces permuted within each sample it stays at
+    0.92-0.96 of the initial value, against about 0.53 here)."""
+    example = _load_example()
+    monkeypatch.chdir(workdir)
+    history = example.main(num_workers=0, num_epochs=5, seed=0)["history"]
+    initial = history["initial_val_forces_loss"]
+    final = history["epochs"][-1]["val_forces_loss"]
+    assert final < 0.75 * initial, [round(e["val_forces_loss"], 3) for e in history["epochs"]]
+    assert min(e["val_loss"] for e in history["epochs"]) < history["initial_val_loss"]
 
 
 def test_masked_mse_loss_counts_real_atoms_only():

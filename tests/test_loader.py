@@ -294,3 +294,61 @@ def test_mixed_sizes_real_run_with_workers(tmp_path):
             has_stress = batch.get("stress_mask", torch.zeros(len(idx), dtype=torch.bool))
             assert bool(has_stress[b]) == (n == 1372)  # only the periodic cells carry stress
         assert sorted(seen) == list(range(len(dataset)))
+
+
+def _rotated_epochs(loader, epochs=2, user_draws=0):
+    """Positions of every batch, per epoch; ``user_draws`` torch.rand calls between batches (like dropout)."""
+    out = []
+    for _ in range(epochs):
+        epoch = []
+        for batch in loader:
+            epoch.append(batch["positions"])
+            torch.rand(user_draws)
+        out.append(epoch)
+    return out
+
+
+def test_loader_seed_makes_main_process_transforms_reproducible(data_files):
+    from mlff_distiller.data import RandomRotation
+
+    dataset = MolecularDataset(data_files["ase"], format="ase", transform=RandomRotation(p=1.0))
+    raw = MolecularDataset(data_files["ase"], format="ase")
+    kwargs = dict(batch_size=4, shuffle=True, num_workers=0, seed=0)
+    torch.manual_seed(1)
+    a = _rotated_epochs(MolecularDataLoader(dataset, **kwargs), user_draws=0)
+    torch.manual_seed(2)  # another global state and other user draws between batches: same batches
+    b = _rotated_epochs(MolecularDataLoader(dataset, **kwargs), user_draws=3)
+    for epoch_a, epoch_b in zip(a, b):
+        assert len(epoch_a) == len(epoch_b) == 3
+        for x, y in zip(epoch_a, epoch_b):
+            assert torch.equal(x, y)
+    # rotations really happen, and differ between epochs (same shuffle order is not needed to see it)
+    first = next(iter(MolecularDataLoader(raw, **kwargs)))
+    assert not torch.allclose(a[0][0], first["positions"])
+    assert not torch.equal(torch.cat([x.flatten() for x in a[0]]), torch.cat([x.flatten() for x in a[1]]))
+    # another loader seed, other rotations
+    c = _rotated_epochs(MolecularDataLoader(dataset, **{**kwargs, "seed": 1}), epochs=1)
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_loader_seed_leaves_the_global_rng_to_the_user(data_files):
+    from mlff_distiller.data import RandomRotation
+
+    dataset = MolecularDataset(data_files["ase"], format="ase", transform=RandomRotation(p=1.0))
+    torch.manual_seed(5)
+    expected = torch.rand(2 * 3 * 4)  # the user's own draws: 4 per batch, 3 batches, 2 epochs
+    expected_state = torch.get_rng_state()
+    torch.manual_seed(5)
+    drawn = []
+    loader = MolecularDataLoader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=0)
+    for _ in range(2):
+        for _batch in loader:
+            drawn.append(torch.rand(4))
+    assert torch.equal(torch.cat(drawn), expected)  # the loader's rotations did not shift them
+    assert torch.equal(torch.get_rng_state(), expected_state)
+    # an iterator stopped early restores the user's state too
+    torch.manual_seed(5)
+    iterator = iter(loader)
+    next(iterator)
+    assert torch.equal(torch.rand(24), expected)
+    assert len(iterator) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -93,17 +94,16 @@ def test_subsets_support_the_dataset_api(dataset):
     assert sorted(j for s in inner for j in s.indices) == list(range(len(train)))
 
 
-def _molecule_db(path):
-    """Conformers of four molecules (repeated compositions) labeled with EMT."""
+def _molecule_db(path, names=("CH4", "H2O", "NH3", "CH3OH", "C2H6"), n=40):
+    """``n`` conformers of the molecules ``names`` (repeated compositions) labeled with EMT."""
     from ase.build import molecule
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
 
     rng = np.random.default_rng(0)
-    names = ["CH4", "H2O", "NH3", "CH3OH", "C2H6"]
     formulas = []
     with connect(path) as db:
-        for k in range(40):
+        for k in range(n):
             name = names[rng.integers(len(names))]
             atoms = molecule(name)
             atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
@@ -113,6 +113,54 @@ def _molecule_db(path):
             db.write(atoms)
             formulas.append(atoms.get_chemical_formula(mode="hill"))
     return formulas
+
+
+@pytest.fixture(scope="module")
+def six_compositions(tmp_path_factory):
+    """40 structures in 6 composition groups, and the Hill formula of each structure."""
+    path = tmp_path_factory.mktemp("groups") / "six.db"
+    formulas = _molecule_db(path, names=("CH4", "H2O", "NH3", "CH3OH", "C2H6", "CO2"))
+    assert len(set(formulas)) == 6
+    return MolecularDataset(path, format="ase"), formulas
+
+
+def _check_group_split(splits, labels, n):
+    """Disjoint, complete, every group wholly inside one split."""
+    flat = [i for s in splits for i in s.indices]
+    assert sorted(flat) == list(range(n))
+    owner = {}
+    for k, s in enumerate(splits):
+        for i in s.indices:
+            assert owner.setdefault(labels[i], k) == k, f"group {labels[i]!r} is in two splits"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_group_split_fills_every_split_when_there_are_enough_groups(six_compositions, seed):
+    # regression: train won every tie of the absolute shortfall, e.g. seed 3 gave sizes [40, 0, 0]
+    ds, formulas = six_compositions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "gets no structure" warning
+        splits = group_train_test_split(ds, random_seed=seed)
+    _check_group_split(splits, formulas, len(ds))
+    sizes = np.array([len(s) for s in splits])
+    assert (sizes > 0).all(), sizes
+    # sizes approximate the ratios: no split exceeds its target by a whole group or more
+    largest_group = max(Counter(formulas).values())
+    assert (sizes < np.array([0.8, 0.1, 0.1]) * len(ds) + largest_group).all(), sizes
+    assert sizes[0] == sizes.max()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_group_split_with_explicit_labels_fills_every_split(seed):
+    labels = np.random.default_rng(100 + seed).integers(0, 6, size=40)
+    splits = group_train_test_split(Sized(40), groups=labels, random_seed=seed)
+    _check_group_split(splits, labels.tolist(), 40)
+    assert all(len(s) > 0 for s in splits)
+    # a zero ratio still gets nothing, and the others are both filled
+    splits = group_train_test_split(Sized(40), groups=labels, train_ratio=0.9, val_ratio=0.0, test_ratio=0.1,
+                                    random_seed=seed)
+    _check_group_split(splits, labels.tolist(), 40)
+    assert [len(s) > 0 for s in splits] == [True, False, True]
 
 
 def test_group_split_keeps_each_composition_in_one_split(tmp_path):
@@ -142,6 +190,11 @@ def test_group_split_with_explicit_labels_and_few_groups():
     assert sorted(i for s in (train, val, test) for i in s.indices) == list(range(20))
     with pytest.warns(UserWarning, match="no structure"):
         group_train_test_split(Sized(4), groups=["x"] * 4, random_seed=0)
+    # two groups for three splits: the first two splits get one each, test none (warned)
+    with pytest.warns(UserWarning, match="test gets no structure"):
+        splits = group_train_test_split(Sized(6), groups=list("xxxxyy"), random_seed=0)
+    assert [len(s) > 0 for s in splits] == [True, True, False]
+    _check_group_split(splits, list("xxxxyy"), 6)
     with pytest.raises(ValueError, match="one label per structure"):
         group_train_test_split(Sized(4), groups=["x"] * 3)
 

@@ -9,13 +9,19 @@ Examples (``dataset`` is a ``MolecularDataset``)::
 Workers: datasets open their files lazily once per process (readers drop their handle when pickled
 and reopen it after ``fork``), so ``num_workers > 0`` works with ``fork`` and ``spawn`` for every
 format. With ``seed=`` the batches are the same whatever ``num_workers`` and ``persistent_workers``
-are (the shuffle has its own generator); with ``generator=``, whatever ``num_workers`` is. Random
-transforms draw from per-worker seeds, so they differ between worker counts.
+are (the shuffle has its own generator); with ``generator=``, whatever ``num_workers`` is.
+
+Random transforms (torch's global RNG) are reproducible for a ``seed=`` and a given ``num_workers``,
+and differ between epochs: workers are seeded by torch from the loader's generator, and with
+``num_workers=0`` the main process gets the same treatment: every epoch a base seed is drawn from
+the loader's generator, and each batch is fetched with torch's global RNG swapped to that stream
+and back, so the user's own draws between batches (dropout, ...) neither shift nor are shifted by
+the loader's. The draws differ between worker counts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -83,7 +89,9 @@ class MolecularDataLoader(DataLoader):
         pin_memory: pin batches for faster host-to-GPU copies; silently off without an accelerator.
         drop_last: drop the final incomplete batch.
         seed: seed of the loader's ``torch.Generator`` (shuffling, worker seeds): identical batches
-            for a seed, whatever ``num_workers``. Mutually exclusive with ``generator=``.
+            for a seed, whatever ``num_workers``; random transforms reproducible for a seed and a
+            ``num_workers`` (with 0, the main process fetches on its own torch RNG stream).
+            Mutually exclusive with ``generator=``.
         max_atoms_per_batch: size-aware batching with ``AtomBudgetBatchSampler`` (atoms per graph
             batch, or batch size x largest structure per padded batch); a structure over the budget
             is batched alone with a warning.
@@ -187,7 +195,42 @@ class MolecularDataLoader(DataLoader):
         if hasattr(root, "atoms_in_batches"):
             # the flag is read where samples are built: in this process, or in workers forked/spawned now
             root.atoms_in_batches = self.return_atoms
-        return super().__iter__()
+        if self.seed is None or self.num_workers > 0:
+            return super().__iter__()
+        # main process: a per-epoch torch RNG stream of its own, drawn like torch's worker base seed
+        base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
+        return _OwnRngIterator(super().__iter__(), base_seed)
+
+
+class _OwnRngIterator:
+    """A main-process ``DataLoader`` iterator whose batches are fetched with torch's global RNG set
+    to a private stream seeded by ``seed`` (and restored afterwards), so random transforms are
+    reproducible and independent of the caller's RNG use between batches."""
+
+    def __init__(self, inner: Iterator, seed: int) -> None:
+        self._inner = inner
+        self._rng_state = torch.Generator().manual_seed(seed).get_state()
+
+    def __iter__(self) -> "_OwnRngIterator":
+        return self
+
+    def __next__(self) -> Any:
+        user_state = torch.get_rng_state()
+        torch.set_rng_state(self._rng_state)
+        try:
+            return next(self._inner)
+        finally:
+            self._rng_state = torch.get_rng_state()
+            torch.set_rng_state(user_state)
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped iterator's attributes (_num_yielded, ...)
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
 
 def create_dataloaders(

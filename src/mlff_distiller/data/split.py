@@ -135,14 +135,27 @@ def _hill_formula(elements: np.ndarray, counts: np.ndarray) -> str:
 
 
 def _assign_groups(group_order: np.ndarray, sizes: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Split (0, 1, 2) of every group: each group in turn goes to the split furthest below its
-    target size (splits with a zero target never get one). One step per group, not per structure."""
+    """Split (0, 1, 2) of every group, taking the groups in ``group_order``.
+
+    While there are at least as many groups left as splits with a non-zero target and none yet,
+    the next group goes to such an empty split; otherwise to the split with the largest relative
+    shortfall ``(target - filled) / target`` (ties to the first: train, val, test). Relative, not
+    absolute: with the absolute one a large train target wins every group and val/test may end up
+    empty. Splits with a zero target never get a group. One step per group, not per structure.
+    """
     filled = np.zeros(len(targets))
     allowed = targets > 0
+    safe_targets = np.where(allowed, targets, 1.0)
     out = np.zeros(len(sizes), dtype=np.int64)
-    for g in group_order.tolist():
-        deficit = np.where(allowed, targets - filled, -np.inf)
-        k = int(np.argmax(deficit))
+    for position, g in enumerate(group_order.tolist()):
+        empty = allowed & (filled == 0)
+        left = len(group_order) - position
+        if empty.any() and left >= int(empty.sum()):
+            candidates = empty
+        else:
+            candidates = allowed
+        shortfall = np.where(candidates, (targets - filled) / safe_targets, -np.inf)
+        k = int(np.argmax(shortfall))
         out[g] = k
         filled[k] += sizes[g]
     return out
@@ -161,8 +174,10 @@ def group_train_test_split(
 
     groups: 'composition' (or None) to group by chemical formula, or a label per structure
     (length ``len(dataset)``: molecule name, trajectory id, ...). Whole groups are assigned in
-    a (shuffled) order, each to the split furthest below its target size, so split sizes
-    approximate the ratios as closely as whole groups allow; with fewer groups than splits a
+    a (shuffled) order: first one to each split with a non-zero ratio, then each to the split
+    furthest below its target size relative to that target, so every split gets a group when
+    there are enough and split sizes approximate the ratios as closely as whole groups allow
+    (each split overshoots its target by less than one group); with fewer groups than splits a
     split gets none (warned).
     """
     ratios = _check_ratios(train_ratio, val_ratio, test_ratio)
