@@ -304,3 +304,108 @@ def test_validate_overlap_sees_periodic_images(tmp_path):
     problems = json.loads(invoke("validate", path, "--json", rc=1).stdout)["problems"]
     assert [(p["index"], p["kind"]) for p in problems] == [(0, "overlapping-atoms")]
     assert "atoms 0 and 1 at 0.2 Å" in problems[0]["message"]
+
+
+# -- usage errors, option ranges ---------------------------------------------------------------
+USAGE_ERRORS = [
+    (("stats",), "stats", "Missing argument"),
+    (("generate", "{tmp}/g.db", "-n", "0"), "generate", "--num-structures"),
+    (("demo", "--out", "{tmp}/somefile.db"), "demo", "--out"),
+    (("validate", "{gen}", "--decimals", "-3"), "validate", "--decimals"),
+    (("validate", "{gen}", "--max-show", "-1"), "validate", "--max-show"),
+    (("validate", "{gen}", "--overlap-threshold", "nan"), "validate", "--overlap-threshold"),
+    (("convert", "{gen}", "{tmp}/c.h5", "--to", "packed", "--cutoff", "-1"), "convert", "--cutoff"),
+    (("convert", "{gen}", "{tmp}/c.h5", "--to", "packed", "--cutoff", "inf"), "convert", "--cutoff"),
+    (("bench", "{gen}", "--cutoff", "0"), "bench", "--cutoff"),
+    (("generate", "{tmp}/g.xyz", "-n", "3", "--temperature", "-5"), "generate", "--temperature"),
+    (("generate", "{tmp}/g.xyz", "-n", "3", "--temperature", "nan"), "generate", "--temperature"),
+    (("stats", "{gen}", "--no-such-option"), "stats", "--no-such-option"),
+    (("no-such-command",), None, "no-such-command"),
+]
+
+
+@pytest.mark.parametrize("args, command, word", USAGE_ERRORS, ids=[f"{a[0]} {w}" for a, _, w in USAGE_ERRORS])
+def test_usage_errors_are_one_line(tmp_path, pipeline, args, command, word):
+    """Bad usage or an option out of range: one line naming the option and the command's help,
+    exit code 2, nothing written (a negative temperature used to write NaN structures, rc 0)."""
+    (tmp_path / "somefile.db").write_bytes(b"")
+    line = _err(*(a.format(tmp=tmp_path, gen=pipeline["gen"]) for a in args))
+    assert word in line
+    prog = "mlff-distiller" + (f" {command}" if command else "")
+    assert line.endswith(f"(see '{prog} --help')"), line
+    assert [p.name for p in tmp_path.iterdir()] == ["somefile.db"]
+
+
+def test_usage_error_in_a_subprocess():
+    line = _one_line_error(run("stats", check_rc=None), "Missing argument")
+    assert line == "Error: Missing argument 'PATH...'. (see 'mlff-distiller stats --help')"
+
+
+def test_validate_reader_refuses_bad_settings(pipeline):
+    from mlff_distiller.data.readers import open_reader
+    from mlff_distiller.validate import validate_reader
+
+    reader = open_reader(pipeline["gen"])
+    with pytest.raises(ValueError, match="decimals"):
+        validate_reader(reader, decimals=-3)
+    with pytest.raises(ValueError, match="overlap_threshold"):
+        validate_reader(reader, float("nan"))
+
+
+def test_bench_on_an_empty_file(tmp_path):
+    from mlff_distiller.data.readers import open_reader
+    from mlff_distiller.throughput import time_reader
+
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    assert _err("bench", empty) == f"Error: {empty}: no structures"
+    with pytest.raises(ValueError, match="no structures"):
+        time_reader(open_reader(empty), 1)
+
+
+# -- several files: a glob pattern or a list ---------------------------------------------------
+def test_glob_and_list_inputs(tmp_path, reference):
+    from mlff_distiller.data.writers import write_structures
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_structures(shards / "part-0.xyz", reference[:10])
+    write_structures(shards / "part-1.xyz", reference[10:])
+    pattern = str(shards / "part-*.xyz")  # quoted: the command expands it, not the shell
+    energies = np.array([float(s.energy) for s in reference])
+
+    stats = json.loads(invoke("stats", pattern, "--json").stdout)
+    assert stats["num_samples"] == N and stats["energy_mean"] == pytest.approx(energies.mean(), rel=1e-12)
+    assert stats["files"] == [str(shards / "part-0.xyz"), str(shards / "part-1.xyz")]
+    assert stats["file"] == pattern
+    assert "part-0.xyz + " in invoke("stats", pattern).stdout
+
+    assert "no problems" in invoke("validate", pattern).stdout
+    assert json.loads(invoke("validate", pattern, "--json").stdout)["num_structures"] == N
+
+    invoke("convert", pattern, tmp_path / "all.xyz")
+    assert_same(reference, [from_ase(a) for a in read(tmp_path / "all.xyz", ":")])
+    # a list of files, mixed formats: one dataset, files in the order given
+    write_structures(tmp_path / "part-1.h5", reference[10:])
+    invoke("convert", shards / "part-0.xyz", tmp_path / "part-1.h5", tmp_path / "all.h5")
+    assert_same(reference, from_h5(tmp_path / "all.h5"))
+    # the output among the inputs is refused
+    assert "same file" in _err("convert", pattern, shards / "part-1.xyz", "--overwrite")
+
+    bench = json.loads(
+        invoke("bench", pattern, "--json", "--workers", "0", "--epochs", "1", "--modes", "padded").stdout
+    )
+    assert bench["num_structures"] == N and len(bench["files"]) == 2
+
+    assert "matches" in _err("stats", str(shards / "nothing-*.xyz"))
+
+
+def test_database_url_passwords_hidden_without_a_server(pipeline):
+    """A URL as output is refused, and an unreachable URL as input is reported, password hidden."""
+    url = "postgresql://bob:hunter2-secret@127.0.0.1:1/nowhere"
+    for args in (("convert", pipeline["gen"], url), ("generate", url, "-n", "2")):
+        line = _err(*args)
+        assert "hunter2" not in line and "bob:***@127.0.0.1:1/nowhere" in line and "not supported" in line
+    pytest.importorskip("ase_db_backends", reason="ase-db-backends opens postgresql URLs")
+    line = _err("stats", url)
+    assert "hunter2" not in line and "bob:***@" in line

@@ -109,3 +109,35 @@ def test_bad_teacher_kwargs():
         load_teacher("lj", {"sigam": 2.0})
     with pytest.raises(ValueError, match="bad keyword options"):
         load_teacher("ase.calculators.singlepoint:SinglePointCalculator", {"energy": 1.0})
+
+
+@pytest.mark.parametrize("temperature", [-5.0, float("nan"), float("inf")])
+def test_temperature_must_be_finite_and_non_negative(temperature):
+    # a negative temperature gave sqrt(-T) = NaN momenta and NaN positions, silently
+    with pytest.raises(ValueError, match="temperature_K"):
+        iter_dataset(3, temperature_K=temperature)
+
+
+def test_zero_temperature_is_allowed():
+    structures = generate_dataset(2, seed=0, kinds=("molecule",), temperature_K=0.0)
+    assert all(np.isfinite(s.positions).all() and np.isfinite(s.forces).all() for s in structures)
+
+
+def test_non_finite_positions_are_never_labeled():
+    """A teacher that would happily label NaN positions: ``label`` refuses them."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from mlff_distiller.generate import label
+
+    class Constant(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 1.0, "forces": np.zeros((len(self.atoms), 3))}
+
+    atoms = Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]])
+    assert label(atoms, Constant()).energy == 1.0  # the teacher itself works
+    atoms.positions[1, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite positions"):
+        label(atoms, Constant())

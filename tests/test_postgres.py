@@ -210,3 +210,42 @@ def test_refused_connection_hides_password():
         MolecularDataset(url, format="ase")
     text = str(info.value)
     assert "hunter2" not in text and f"bob:***@127.0.0.1:{port}" in text
+
+
+def test_cli_never_shows_the_password(written, tmp_path):
+    """Every command run on the URL (tables, JSON, messages, errors) names it with ``***``."""
+    import json
+    import sys
+
+    from ase.io import read, write
+
+    structures, url = written
+    secret = _password(url)
+    assert secret
+    xyz = tmp_path / "more.xyz"
+    write(xyz, emt_structures(2, seed=1))
+
+    def cli(*args, rc=0) -> str:
+        proc = subprocess.run([sys.executable, "-m", "mlff_distiller.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == rc, text.replace(secret, "<password>")
+        flat = "".join(text.split())  # a table may wrap the URL across lines
+        assert secret not in text and secret not in flat, "the password is printed"
+        assert "mlff:***@" in text
+        return proc.stdout
+
+    cli("stats", url)
+    stats = json.loads(cli("stats", url, "--json"))
+    assert stats["num_samples"] == len(structures) and stats["file"].startswith("postgresql://mlff:***@")
+    both = json.loads(cli("stats", url, xyz, "--json"))  # the database and a file as one dataset
+    assert both["num_samples"] == len(structures) + 2 and both["files"][1] == str(xyz)
+    assert json.loads(cli("validate", url, "--json"))["num_structures"] == len(structures)
+    out = tmp_path / "copy.xyz"
+    assert f"Converted {len(structures)} structures" in cli("convert", url, out)
+    assert len(read(out, ":")) == len(structures)
+    cli("bench", url, "--workers", "0", "--epochs", "1", "--modes", "padded")
+    bench = json.loads(cli("bench", url, "--workers", "0", "--epochs", "1", "--modes", "padded", "--json"))
+    assert bench["num_structures"] == len(structures)
+    # errors name the URL too, password hidden
+    cli("stats", url, "--energy-key", "no_such_energy", rc=2)

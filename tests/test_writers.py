@@ -222,3 +222,23 @@ def test_packed_delegates_to_the_packed_writer(tmp_path):
         assert np.array_equal(f["stress"][0], structures[0].stress)
     with pytest.raises(FileExistsError):
         write_structures(path, structures, "packed")
+
+
+@pytest.mark.parametrize("fmt, suffix", [("ase", ".db"), ("xyz", ".xyz"), ("hdf5", ".h5"), ("packed", ".h5")])
+@pytest.mark.parametrize("key", ["positions", "cell", "energy", "forces", "stress"])
+def test_non_finite_values_are_never_written(tmp_path, fmt, suffix, key):
+    """A NaN/inf anywhere: DataFormatError naming the file, structure index and key; no file left."""
+    from mlff_distiller.data.errors import DataFormatError
+
+    structures = _structures()
+    bad = structures[0]  # the periodic one carries every key
+    value = np.array(getattr(bad, key), dtype=np.float64)
+    value.reshape(-1)[-1] = np.nan if key != "cell" else np.inf
+    setattr(bad, key, value)
+    ordered = [structures[1], bad, structures[2]]  # the bad one is structure 1
+    path = tmp_path / f"out{suffix}"
+    with pytest.raises(DataFormatError) as info:
+        write_structures(path, ordered, fmt)
+    message = str(info.value)
+    assert str(path) in message and "structure 1" in message and f"key '{key}'" in message, message
+    assert list(tmp_path.iterdir()) == []

@@ -1,14 +1,18 @@
 """The ``mlff-distiller`` command: generate, inspect, check, convert and benchmark MLFF data.
 
 Every subcommand has ``--help``. Exit codes: 0 success; 1 ``validate`` found problems;
-2 bad input or usage (a missing file, an unknown format, an unreadable structure...), reported
-as one line ``Error: <message>`` on stderr without a traceback.
+2 bad input or usage (a missing file, an unknown format, an unreadable structure, a bad
+option...), reported as one line ``Error: <message>`` on stderr without a traceback. Inputs may be
+one file, a database URL (shown everywhere with its password replaced by ``***``), several files
+or a quoted glob pattern such as ``'shards/*.xyz'`` (one dataset, files in sorted order).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -29,34 +33,88 @@ FORMAT_HELP = (
 )
 
 
+#: ``scheme://user:password@`` in free text (a database URL quoted by some message)
+_URL_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&;\s'\"]*")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every database URL in it replaced by ``***``."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 class InputError(click.ClickException):
     """A user error: printed as ``Error: <message>`` (one line), exit code 2."""
 
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        super().__init__(hide_passwords(message))
+
+
+class UsageLineError(click.UsageError):
+    """A command-line usage error shown as one line on stderr, exit code 2:
+    ``Error: <message> (see 'mlff-distiller <cmd> --help')``."""
+
+    def show(self, file=None) -> None:
+        message = hide_passwords(" ".join(self.format_message().split()))
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {message}{hint}", file=file, err=True)
+
+
+def _usage_line(exc: click.UsageError) -> UsageLineError:
+    error = UsageLineError(exc.format_message(), ctx=exc.ctx)
+    error.exit_code = exc.exit_code
+    return error
+
 
 def one_line(exc: BaseException) -> str:
-    """A one-line message for ``exc`` (file name first for OS errors)."""
+    """A one-line message for ``exc`` (file name first for OS errors), passwords hidden."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     elif isinstance(exc, KeyError) and exc.args:
         text = str(exc.args[0])
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    return hide_passwords(" ".join(text.split()))
 
 
 class _Group(click.Group):
     """Turns user errors raised by any subcommand into a one-line ``Error:`` (no traceback;
-    set ``MLFF_DISTILLER_DEBUG=1`` to see it)."""
+    set ``MLFF_DISTILLER_DEBUG=1`` to see it), and click's usage errors (missing argument,
+    value out of range...) into one line too, instead of click's usage block."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `mlff-distiller` alone prints the help
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (UsageLineError, click.exceptions.NoArgsIsHelpError):
+            raise
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
         except USER_ERRORS as exc:
             if os.environ.get("MLFF_DISTILLER_DEBUG"):
                 raise  # developers: the full traceback
             raise InputError(one_line(exc)) from None
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and ±inf (which pass any range comparison)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _console():
@@ -81,10 +139,51 @@ def _label_options(f):
     return f
 
 
-def _require_input(path: str) -> None:
-    """FileNotFoundError for a missing local input (before any slow import); URLs pass."""
-    if "://" not in path and not os.path.exists(path):
-        raise FileNotFoundError(2, "no such file or directory", path)
+def _require_input(paths: Sequence[str]) -> None:
+    """FileNotFoundError for a missing local input (before any slow import); URLs and glob
+    patterns pass (a pattern matching nothing is reported when it is expanded)."""
+    from .data.readers.db_connection import is_url
+    from .data.readers.multi import is_glob
+
+    for path in paths:
+        if not is_url(path) and not is_glob(path) and not os.path.exists(path):
+            raise FileNotFoundError(2, "no such file or directory", path)
+
+
+def _data_path(paths: Sequence[str]):
+    """What ``open_many``/``MolecularDataset`` take: one path (file, URL or glob) or a list."""
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
+def open_input(paths: Sequence[str], fmt: Optional[str], keys: dict):
+    """One reader over ``paths`` (one file or URL; a glob pattern or several files as one dataset)."""
+    from .data.readers import open_reader
+    from .data.readers.multi import is_many, open_many
+
+    data_path = _data_path(paths)
+    if is_many(data_path):
+        return open_many(data_path, fmt, **keys)
+    return open_reader(data_path, fmt, **keys)
+
+
+def shown_path(paths: Sequence[str]) -> str:
+    """The input as given on the command line, database passwords replaced by ``***``."""
+    from .data.readers.db_connection import mask_password
+
+    return " ".join(mask_password(p) for p in paths)
+
+
+def member_files(reader) -> list[str]:
+    """The files a reader reads (several for a glob or list), passwords hidden."""
+    return list(getattr(reader, "paths", None) or [reader.display_path])
+
+
+def _refuse_url_output(path: str) -> None:
+    """The writers write local files only: a database URL as output is an error (password hidden)."""
+    from .data.readers.db_connection import is_url, mask_password
+
+    if is_url(path):
+        raise InputError(f"{mask_password(path)}: writing to a database URL is not supported; write a local file")
 
 
 def describe_format(reader) -> str:
@@ -135,7 +234,7 @@ def _parse_list(text: str) -> list[str]:
 
 
 @cli.command()
-@click.argument("out", type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("out")
 @click.option("-n", "--num-structures", default=300, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, identical arrays.")
 @click.option(
@@ -153,11 +252,17 @@ def _parse_list(text: str) -> list[str]:
 @click.option(
     "--md-interval", default=4, show_default=True, type=click.IntRange(min=1), help="MD steps between snapshots."
 )
-@click.option("--temperature", default=300.0, show_default=True, type=float, help="Langevin temperature (K).")
+@click.option(
+    "--temperature",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0),
+    help="Langevin temperature (K), >= 0.",
+)
 @click.option("-f", "--format", "fmt", default=None, help=f"Output format: {FORMAT_HELP}.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def generate(
-    out: Path,
+    out: str,
     num_structures: int,
     seed: int,
     teacher: str,
@@ -179,6 +284,8 @@ def generate(
     from .data.writers import write_structures
     from .generate import iter_dataset
 
+    _refuse_url_output(out)
+    out = Path(out)
     kwargs = _parse_kwargs(teacher_kwargs)
     start = time.perf_counter()
     structures = iter_dataset(
@@ -293,61 +400,74 @@ def _scan(reader, chunk: int = 256):
         yield from reader.read_many(range(start, min(start + chunk, n)))
 
 
-def _statistics(path: str, fmt: Optional[str], keys: dict) -> tuple[dict, list[str]]:
+def _statistics(paths: Sequence[str], fmt: Optional[str], keys: dict) -> tuple[dict, list[str]]:
     """What ``MolecularDataset.get_statistics`` returns (without importing torch) and the text of
-    any statistics warnings."""
-    from .data.readers import open_reader
+    any statistics warnings. ``file``: the input as given (passwords hidden); ``files``: the
+    files read (several for a glob); ``display``: how tables name the data."""
     from .data.readers.base import check_configured_keys
     from .data.stats import compute_statistics
 
     def compute():
-        reader = open_reader(path, fmt, **keys)
+        reader = open_input(paths, fmt, keys)
         check_configured_keys(reader)
         stats = compute_statistics(progress(_scan(reader), len(reader), "stats"))
         return {
-            "file": str(path),
+            "file": shown_path(paths),
+            "files": member_files(reader),
             "format": reader.format_name,
             "layout": getattr(reader, "layout_name", None),
             **stats,
             "units": dict(reader.units),
-        }
+        }, reader.display_path
 
-    return collect_warnings(compute)
+    (result, display), notes = collect_warnings(compute)
+    return dict(result, display=display), [hide_passwords(n) for n in notes]
 
 
-@cli.command()
-@click.argument("path")
+_PATHS_HELP = "PATH: a file, a database URL, several files or a quoted glob pattern ('shards/*.xyz')."
+
+
+@cli.command(epilog=_PATHS_HELP)
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None, help=f"Input format: {FORMAT_HELP}.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @_label_options
-def stats(path: str, fmt: Optional[str], as_json: bool, energy_key: str, forces_key: str, stress_key: str) -> None:
+def stats(
+    paths: tuple[str, ...], fmt: Optional[str], as_json: bool, energy_key: str, forces_key: str, stress_key: str
+) -> None:
     """Statistics of the dataset at PATH: sizes, labels, per-element counts and reference energies."""
-    _require_input(path)
-    result, notes = _statistics(path, fmt, _keys(energy_key, forces_key, stress_key))
+    _require_input(paths)
+    result, notes = _statistics(paths, fmt, _keys(energy_key, forces_key, stress_key))
+    display = result.pop("display")
     if as_json:
         result["warnings"] = notes
         click.echo(json.dumps(result, indent=2, default=_json_default))
         return
     console = _console()
     fmt_text = f"{result['format']} ({result['layout']})" if result.get("layout") else result["format"]
-    for table in render_statistics(result, f"{path} ({fmt_text})"):
+    for table in render_statistics(result, f"{display} ({fmt_text})"):
         console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
 
 
 # -- convert -------------------------------------------------------------------------------
-@cli.command()
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
+_CUTOFF = FiniteFloatRange(min=0, min_open=True)
+
+
+@cli.command(epilog=_PATHS_HELP.replace("PATH", "IN"))
+@click.argument("srcs", metavar="IN...", nargs=-1, required=True)
+@click.argument("dst", metavar="OUT")
 @click.option("--from", "from_fmt", default=None, help=f"Input format: {FORMAT_HELP}.")
 @click.option("--to", "to_fmt", default=None, help=f"Output format: {FORMAT_HELP}.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--cutoff", default=None, type=float, help="Å; packed output only: also store neighbor lists.")
+@click.option(
+    "--cutoff", default=None, type=_CUTOFF, help="Å (> 0); packed output only: also store neighbor lists."
+)
 @_label_options
 def convert(
-    src: str,
-    dst: Path,
+    srcs: tuple[str, ...],
+    dst: str,
     from_fmt: Optional[str],
     to_fmt: Optional[str],
     overwrite: bool,
@@ -359,17 +479,20 @@ def convert(
     """Convert IN to OUT (any supported format to any other), losslessly.
 
     Positions, atomic numbers, cell, pbc, energy, forces and stress are copied exactly (float64
-    bit for bit).
+    bit for bit). Several inputs (or a glob) are written one after the other into OUT.
     """
-    from .data.readers import open_reader
     from .data.readers.base import check_configured_keys
     from .data.writers import write_structures
 
-    _require_input(src)
-    if "://" not in src and dst.exists() and dst.resolve() == Path(src).resolve():
-        raise ValueError(f"{dst}: input and output are the same file")
+    _require_input(srcs)
+    _refuse_url_output(dst)
+    dst = Path(dst)
     start = time.perf_counter()
-    reader = open_reader(src, from_fmt, **_keys(energy_key, forces_key, stress_key))
+    reader = open_input(srcs, from_fmt, _keys(energy_key, forces_key, stress_key))
+    if dst.exists() and any(
+        "://" not in f and Path(f).resolve() == dst.resolve() for f in getattr(reader, "paths", [reader.path])
+    ):
+        raise ValueError(f"{dst}: input and output are the same file")
     check_configured_keys(reader)
     out_fmt = _format_of(dst, to_fmt)
     if cutoff is not None and out_fmt != "packed":
@@ -382,26 +505,34 @@ def convert(
         structures = progress(_scan(reader), len(reader), "convert")
         count = write_structures(dst, structures, out_fmt, overwrite=overwrite)
     click.echo(
-        f"Converted {count} structures: {src} ({describe_format(reader)}) -> {dst} ({out_fmt}) "
+        f"Converted {count} structures: {reader.display_path} ({describe_format(reader)}) -> {dst} ({out_fmt}) "
         f"in {time.perf_counter() - start:.1f} s"
     )
     for label, text in reader.units.items():
-        click.echo(f"note: {label} converted on reading: {text}", err=True)
+        click.echo(hide_passwords(f"note: {label} converted on reading: {text}"), err=True)
 
 
 # -- validate ------------------------------------------------------------------------------
-@cli.command()
-@click.argument("path")
+@cli.command(epilog=_PATHS_HELP)
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None, help=f"Input format: {FORMAT_HELP}.")
 @click.option(
-    "--overlap-threshold", default=0.5, show_default=True, type=click.FloatRange(min=0), help="Å; 0 disables."
+    "--overlap-threshold", default=0.5, show_default=True, type=FiniteFloatRange(min=0), help="Å; 0 disables."
 )
-@click.option("--decimals", default=6, show_default=True, type=int, help="Rounding (Å) for duplicate detection.")
-@click.option("--max-show", default=50, show_default=True, type=int, help="Problems listed in the table.")
+@click.option(
+    "--decimals",
+    default=6,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Decimals (Å) positions are rounded to for duplicate detection.",
+)
+@click.option(
+    "--max-show", default=50, show_default=True, type=click.IntRange(min=0), help="Problems listed in the table."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @_label_options
 def validate(
-    path: str,
+    paths: tuple[str, ...],
     fmt: Optional[str],
     overlap_threshold: float,
     decimals: int,
@@ -416,11 +547,10 @@ def validate(
     Reports unreadable structures, NaN/inf, shape mismatches, invalid atomic numbers, overlapping
     atoms, duplicate structures and labels some structures carry and others lack — with indices.
     """
-    from .data.readers import open_reader
     from .validate import validate_reader
 
-    _require_input(path)
-    reader = open_reader(path, fmt, **_keys(energy_key, forces_key, stress_key))
+    _require_input(paths)
+    reader = open_input(paths, fmt, _keys(energy_key, forces_key, stress_key))
     problems = validate_reader(
         reader,
         overlap_threshold,
@@ -428,10 +558,15 @@ def validate(
         progress=lambda it: progress(it, len(reader), "validate"),
     )
     if as_json:
-        report = {"file": path, "num_structures": len(reader), "problems": [p.as_dict() for p in problems]}
+        report = {
+            "file": shown_path(paths),
+            "files": member_files(reader),
+            "num_structures": len(reader),
+            "problems": [dict(p.as_dict(), message=hide_passwords(p.message)) for p in problems],
+        }
         click.echo(json.dumps(report, indent=2))
     else:
-        _print_problems(problems, len(reader), path, max_show)
+        _print_problems(problems, len(reader), reader.display_path, max_show)
     if problems:
         sys.exit(1)
 
@@ -449,7 +584,7 @@ def _print_problems(problems: Sequence, n: int, path: str, max_show: int) -> Non
     for col in ("index", "kind", "key", "message"):
         table.add_column(col, justify="right" if col == "index" else "left", overflow="fold")
     for p in problems[:max_show]:
-        table.add_row("—" if p.index is None else str(p.index), p.kind, p.key or "", p.message)
+        table.add_row("—" if p.index is None else str(p.index), p.kind, p.key or "", hide_passwords(p.message))
     console.print(table)
     if len(problems) > max_show:
         console.print(f"... {len(problems) - max_show} more (use --max-show or --json)")
@@ -458,8 +593,8 @@ def _print_problems(problems: Sequence, n: int, path: str, max_show: int) -> Non
 
 
 # -- bench ---------------------------------------------------------------------------------
-@cli.command()
-@click.argument("path")
+@cli.command(epilog=_PATHS_HELP)
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None, help=f"Input format: {FORMAT_HELP}.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default="0,2", show_default=True, help="Comma-separated DataLoader worker counts.")
@@ -467,11 +602,11 @@ def _print_problems(problems: Sequence, n: int, path: str, max_show: int) -> Non
 @click.option(
     "--epochs", default=2, show_default=True, type=click.IntRange(min=1), help="Timed epochs (after a warm-up)."
 )
-@click.option("--cutoff", default=None, type=float, help="Å; graph mode also builds neighbor lists.")
+@click.option("--cutoff", default=None, type=_CUTOFF, help="Å (> 0); graph mode also builds neighbor lists.")
 @click.option("--cache", is_flag=True, help="Keep the dataset in memory (MolecularDataset(cache=True)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(
-    path: str,
+    paths: tuple[str, ...],
     fmt: Optional[str],
     batch_size: int,
     workers: str,
@@ -482,7 +617,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """Loader throughput (samples/s, atoms/s) on PATH for padded and graph batching and worker counts."""
-    _require_input(path)
+    _require_input(paths)
     from .data.dataset import MolecularDataset
     from .throughput import throughput_table, time_loader, time_reader
 
@@ -495,7 +630,10 @@ def bench(
     mode_list = _parse_list(modes)
     if not mode_list or any(m not in ("padded", "graph") for m in mode_list):
         raise InputError(f"--modes: choose from padded, graph; got {modes!r}")
-    dataset = MolecularDataset(path, format=fmt, cache=cache, return_atoms=False)
+    dataset = MolecularDataset(_data_path(paths), format=fmt, cache=cache, return_atoms=False)
+    display = dataset.reader.display_path
+    if len(dataset) == 0:
+        raise InputError(f"{display}: no structures")
     fmt_name = describe_format(dataset.reader)
     rows = [dict(time_reader(dataset.reader, epochs), format=fmt_name)]
     for mode in mode_list:
@@ -514,10 +652,16 @@ def bench(
                 )
             )
     if as_json:
-        report = {"file": path, "num_structures": len(dataset), "batch_size": batch_size, "results": rows}
+        report = {
+            "file": shown_path(paths),
+            "files": member_files(dataset.reader),
+            "num_structures": len(dataset),
+            "batch_size": batch_size,
+            "results": rows,
+        }
         click.echo(json.dumps(report, indent=2))
         return
-    table = throughput_table(f"{path}: loader throughput", rows)
+    table = throughput_table(f"{display}: loader throughput", rows)
     table.caption = (
         f"{len(dataset)} structures, batch size {batch_size}, {epochs} timed epoch(s), {os.cpu_count()} CPU(s)"
     )

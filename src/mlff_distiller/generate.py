@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -200,8 +201,12 @@ PROTOTYPES: dict[str, Callable[[np.random.Generator, int], Atoms]] = {
 def label(atoms: Atoms, calc: Calculator) -> Structure:
     """A Structure of ``atoms`` with the teacher's energy, forces and (periodic) stress.
 
-    Raises ValueError when the teacher returns a non-finite value.
+    Raises ValueError when the positions or cell (e.g. after an unstable MD run) or a value the
+    teacher returns are not finite: a NaN structure is never produced.
     """
+    for name, value in (("positions", atoms.positions), ("cell", atoms.cell.array)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"non-finite {name} for {atoms.symbols} (unstable MD?); refusing to label it")
     atoms.calc = calc
     energy = np.asarray(float(atoms.get_potential_energy()), dtype=np.float64)
     forces = np.array(atoms.get_forces(), dtype=np.float64)
@@ -284,6 +289,8 @@ def iter_dataset(
         raise ValueError(f"n_structures must be >= 0, got {n_structures}")
     if snapshots_per_run < 1 or md_interval < 1:
         raise ValueError("snapshots_per_run and md_interval must be >= 1")
+    if not (math.isfinite(temperature_K) and temperature_K >= 0):
+        raise ValueError(f"temperature_K must be a finite number >= 0 (kelvin), got {temperature_K}")
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in PROTOTYPES]
     if unknown or not kinds:

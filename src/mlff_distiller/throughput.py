@@ -14,6 +14,12 @@ import numpy as np
 READ_CHUNK = 256
 
 
+def _require_structures(n: int, name: str) -> None:
+    """ValueError ``<name>: no structures`` for an empty dataset (nothing to time)."""
+    if n == 0:
+        raise ValueError(f"{name}: no structures")
+
+
 def _result(mode: str, workers: int, batches: int, seconds: float, samples: int, atoms: int) -> dict:
     return {
         "mode": mode,
@@ -41,6 +47,7 @@ def time_loader(
     """
     from .data.loader import MolecularDataLoader
 
+    _require_structures(len(dataset), getattr(getattr(dataset, "reader", None), "display_path", "dataset"))
     options: dict = {"persistent_workers": True} if workers > 0 else {}
     loader = MolecularDataLoader(
         dataset,
@@ -67,6 +74,7 @@ def time_loader(
 def time_reader(reader, epochs: int) -> dict:
     """Read every structure ``epochs`` times as numpy arrays with ``read_many`` (no torch, no batching)."""
     n = len(reader)
+    _require_structures(n, reader.display_path)
     start = time.perf_counter()
     for _ in range(epochs):
         for begin in range(0, n, READ_CHUNK):

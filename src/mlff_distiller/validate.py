@@ -206,6 +206,10 @@ def validate_reader(
     decimals: rounding of positions/cell (Å) when looking for duplicate structures.
     progress: optional wrapper around the per-structure iterator (e.g. ``tqdm``).
     """
+    if not (np.isfinite(overlap_threshold) and overlap_threshold >= 0):
+        raise ValueError(f"overlap_threshold must be a finite number >= 0 Å, got {overlap_threshold}")
+    if int(decimals) != decimals or decimals < 0:
+        raise ValueError(f"decimals must be an integer >= 0, got {decimals}")
     n = len(reader)
     try:
         natoms = np.asarray(reader.natoms_array(), dtype=np.int64)

@@ -14,6 +14,9 @@ write/read round trip bit for bit:
   structure lacks is omitted; dtypes are kept as given.
 - ``packed``: delegated to ``mlff_distiller.data.packed.write_packed``.
 
+Every writer refuses a structure with a NaN or infinite value (positions, cell, energy, forces,
+stress) with a ``DataFormatError`` naming the output file, the structure index and the key: NaN is
+never written.
 ASE stores stress as the 6 Voigt components, so the ``ase`` and ``xyz`` writers refuse an
 asymmetric [3, 3] stress rather than silently symmetrising it (``hdf5`` keeps all 9 values).
 A file is written under a temporary name and moved into place when complete; an existing file is
@@ -25,10 +28,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .errors import format_error
 from .structure import Structure
 
 WRITE_FORMATS = ("ase", "xyz", "hdf5", "packed")
@@ -38,6 +42,29 @@ def _normalize(path: Path, fmt: Optional[str]) -> str:
     from .readers import guess_format, normalize_format  # no reader module is imported here
 
     return normalize_format(fmt) if fmt is not None else guess_format(path)
+
+
+#: the float fields a structure must hold finite values in
+FINITE_FIELDS = ("positions", "cell", "energy", "forces", "stress")
+
+
+def check_finite(structure: Structure, index: int, path: str | os.PathLike) -> None:
+    """DataFormatError naming ``path``, structure ``index`` and the key when a value is NaN/inf."""
+    for key in FINITE_FIELDS:
+        value = getattr(structure, key)
+        if value is None:
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise format_error(str(path), index, key, f"{bad} NaN/inf value(s); refusing to write them")
+
+
+def _finite(structures: Iterable[Structure], path: Path) -> Iterator[Structure]:
+    """``structures`` passed through ``check_finite`` one by one (indices counted from 0)."""
+    for i, s in enumerate(structures):
+        check_finite(s, i, path)
+        yield s
 
 
 def _voigt(stress: np.ndarray, index: int) -> np.ndarray:
@@ -201,7 +228,7 @@ def write_structures(
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     _remove(tmp)
     try:
-        count = WRITERS[fmt](tmp, structures)
+        count = WRITERS[fmt](tmp, _finite(structures, path))
         if overwrite and (path.is_dir() or tmp.is_dir()):
             _remove(path)  # os.replace cannot replace a directory or put one over a file
         os.replace(tmp, path)
@@ -225,4 +252,4 @@ def structure_difference(a: Structure, b: Structure) -> Optional[str]:
     return None
 
 
-__all__ = ["write_structures", "to_atoms", "structure_difference", "WRITE_FORMATS"]
+__all__ = ["write_structures", "to_atoms", "structure_difference", "check_finite", "WRITE_FORMATS"]
