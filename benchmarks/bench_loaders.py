@@ -15,9 +15,9 @@ database, extended XYZ, the guide's HDF5 layout and the packed format (with and 
 5 Å neighbor lists).
 
 Passes are interleaved (every path once, then again, ``--repeats`` times, in a rotated order),
-because a small shared machine drifts between runs; each path's samples/s is divided by the
-numpy limit measured in the same pass (the padded limit for padded paths, the concatenated
-limit otherwise), and the table shows medians over passes. Our paths iterate a
+because a small shared machine drifts between runs; each measurement of a path is bracketed by
+two short measurements of the numpy limit (the padded limit for padded paths, the concatenated
+limit otherwise) and divided by their mean, and the table shows medians over passes. Our paths iterate a
 ``MolecularDataLoader`` with random batches (``RandomSampler``); the clock of each pass starts
 when the first batch arrives, so worker start-up is not counted.
 """
@@ -181,7 +181,7 @@ class Path_:
     group: str = "ours"
     samples: list = field(default_factory=list)  # samples/s per pass
     atoms: list = field(default_factory=list)  # atoms/s per pass
-    ratios: list = field(default_factory=list)  # ratio to the limit of the same pass
+    ratios: list = field(default_factory=list)  # ratio to the limit measured beside it
     error: Optional[str] = None
 
 
@@ -354,7 +354,8 @@ def loader_path(path: Path, fmt: str, padded: bool, workers: int, batch_size: in
         sampler=sampler, cutoff=cutoff, drop_last=True,
     )
     for batch in loader:
-        yield int(batch["natoms"].shape[0]), int(batch["natoms"].sum())
+        total = batch.get("total_atoms")  # graph batches carry it; padded ones need a sum
+        yield int(batch["natoms"].shape[0]), int(batch["natoms"].sum()) if total is None else total
 
 
 def direct_path(path: Path, fmt: str, padded: bool, batch_size: int, seed: int) -> Iterator[tuple[int, int]]:
@@ -364,7 +365,8 @@ def direct_path(path: Path, fmt: str, padded: bool, batch_size: int, seed: int) 
     dataset = MolecularDataset(path, format=fmt)
     for idx in _random_batches(len(dataset), batch_size, seed):
         batch = dataset.__getitems__(idx.tolist()).collate_fast(padded)
-        yield int(batch["natoms"].shape[0]), int(batch["natoms"].sum())
+        total = batch.get("total_atoms")
+        yield int(batch["natoms"].shape[0]), int(batch["natoms"].sum()) if total is None else total
 
 
 # =============================================================================================
@@ -431,25 +433,37 @@ def build_paths(files: dict, data: RamData, args) -> list[Path_]:
 
 
 def run_passes(paths: list[Path_], args, log: Callable[[str], None]) -> None:
+    """``--repeats`` passes over every path (rotated order). Each measurement of a path is
+    bracketed by short measurements of its limit, and its ratio is taken to the mean of those
+    two: on a shared machine the drift over a few seconds is much smaller than over a pass."""
     limits = {p.kind: p for p in paths if p.group == "limit"}
+    bracket = max(args.min_time / 2, 0.01)
+
+    def run(p: Path_, min_time: float) -> Optional[tuple[float, float]]:
+        try:
+            return measure(p.make, min_time, args.min_batches)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
+            p.error = f"{type(exc).__name__}: {exc}"
+            log(f"  {p.name}: {p.error}")
+            return None
+
     for rep in range(args.repeats):
         order = paths[rep % len(paths):] + paths[: rep % len(paths)]  # rotate to spread drift
-        rates: dict[str, float] = {}
         for p in order:
             if p.error:
                 continue
-            try:
-                s, a = measure(p.make, args.min_time, args.min_batches)
-            except Exception as exc:  # noqa: BLE001 - reported in the table, never hidden
-                p.error = f"{type(exc).__name__}: {exc}"
-                log(f"  {p.name}: {p.error}")
+            limit = limits[p.kind]
+            before = run(limit, bracket) if p is not limit else None
+            result = run(p, args.min_time)
+            after = run(limit, bracket) if p is not limit else None
+            if result is None:
                 continue
-            p.samples.append(s)
-            p.atoms.append(a)
-            rates[p.name] = s
-        for p in paths:
-            if p.name in rates and limits[p.kind].name in rates:
-                p.ratios.append(rates[p.name] / rates[limits[p.kind].name])
+            p.samples.append(result[0])
+            p.atoms.append(result[1])
+            if p is limit:
+                p.ratios.append(1.0)
+            elif before and after:
+                p.ratios.append(result[0] / ((before[0] + after[0]) / 2))
         log(f"pass {rep + 1}/{args.repeats} done")
 
 
@@ -464,7 +478,7 @@ def format_table(paths: list[Path_]) -> str:
             rows.append((p.name, "error", p.error[:60], "", p.kind))
             continue
         s, a, r = _median(p.samples), _median(p.atoms), _median(p.ratios)
-        rows.append((p.name, f"{s:,.0f}", f"{a:,.0f}", "" if r is None else f"{r:.3f}", p.kind))
+        rows.append((p.name, f"{s:,.0f}", f"{a:,.0f}", "n/a" if r is None else f"{r:.4f}", p.kind))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
@@ -475,17 +489,15 @@ def format_table(paths: list[Path_]) -> str:
 
 
 def targets(paths: list[Path_], info: dict, workers: list[int], cutoff: float) -> list[tuple[str, str, Optional[float]]]:
-    """(target, measured, ratio) per target of the issue (medians of same-pass ratios)."""
+    """(target, measured, ratio) per target of the issue, from the paths' median ratios to the limit."""
     by = {p.name: p for p in paths}
 
     def ratio(a: str, b: str) -> Optional[float]:
+        """a / b via their ratios to the limit measured beside each (the limit cancels)."""
         pa, pb = by.get(a), by.get(b)
-        if not pa or not pb or not pa.samples or not pb.samples:
+        if not pa or not pb or not pa.ratios or not pb.ratios:
             return None
-        # same-pass ratios via their limit ratios (the limit cancels)
-        if len(pa.ratios) == len(pb.ratios) and pa.ratios and pa.kind == pb.kind:
-            return statistics.median(x / y for x, y in zip(pa.ratios, pb.ratios))
-        return _median(pa.samples) / _median(pb.samples)
+        return _median(pa.ratios) / _median(pb.ratios)
 
     w = workers[0]
     out = [
@@ -503,23 +515,26 @@ def targets(paths: list[Path_], info: dict, workers: list[int], cutoff: float) -
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-structures", type=int, default=4000)
+    parser.add_argument("--n-structures", type=int, default=None, help="default 4000 (200 with --quick)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="0,2", help="comma-separated num_workers values (default 0,2)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved passes over all paths")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per path per pass")
-    parser.add_argument("--min-batches", type=int, default=3, help="batches per path per pass, at least")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved passes over all paths (default 3)")
+    parser.add_argument("--min-time", type=float, default=None, help="seconds per path per pass (default 1.0)")
+    parser.add_argument("--min-batches", type=int, default=None, help="batches per path per pass, at least (default 3)")
     parser.add_argument("--cutoff", type=float, default=5.0, help="neighbor-list cutoff in Å")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "mlff_distiller_bench")
     parser.add_argument("--only", default="", help="comma-separated words: run only paths containing one")
     parser.add_argument("--no-pyg", dest="pyg", action="store_false", help="skip the PyG baseline")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--quick", action="store_true", help="small and fast: 200 structures, 1 pass, 0.2 s")
+    parser.add_argument("--quick", action="store_true",
+                        help="small and fast defaults: 200 structures, 1 pass, 0.2 s, 2 batches")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n_structures = min(args.n_structures, 200)
-        args.repeats, args.min_time, args.min_batches = 1, 0.2, 2
+    defaults = dict(n_structures=200, repeats=1, min_time=0.2, min_batches=2) if args.quick else dict(
+        n_structures=4000, repeats=3, min_time=1.0, min_batches=3)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
     if args.n_structures < 2 * args.batch_size:
         parser.error("--n-structures must be at least twice --batch-size")
@@ -541,7 +556,7 @@ def main(argv=None) -> int:
     print(f"\n{len(data)} structures, {int(data.natoms.sum())} atoms, batch size {args.batch_size}, "
           f"{args.repeats} interleaved passes, torch threads 1, cpus {os.cpu_count()}")
     print(format_table(paths))
-    print("\ntargets (medians of same-pass ratios):")
+    print("\ntargets (ratios of median ratios to the limit measured beside each path):")
     rows = targets(paths, info, args.workers, args.cutoff)
     width = max(len(name) for name, _, _ in rows)
     for name, text, _ in rows:

@@ -223,7 +223,33 @@ def test_neighbor_lists_on_the_fly_and_stored(files, tmp_path):
     stored = MolecularDataset(stored_path, format="packed", dtype=torch.float64).__getitems__(idx)
     assert stored.edges_cutoff == cutoff
     assert_batches_equal(stored.collate_fast(False, cutoff=cutoff), slow, "stored")
+    cached = MolecularDataset(stored_path, format="packed", dtype=torch.float64, cache=True).__getitems__(idx)
+    assert cached.edges_cutoff == cutoff and cached.batch.edge_index is not None  # the cache keeps the edges
+    assert_batches_equal(cached.collate_fast(False, cutoff=cutoff), slow, "stored, cached")
+    loader = MolecularDataLoader(MolecularDataset(stored_path, format="packed", dtype=torch.float64), batch_size=4,
+                                 use_padding=False, cutoff=cutoff, sampler=idx)
+    assert_batches_equal(next(iter(loader)), slow, "through the loader")
     # another cutoff than the stored one is computed, not taken from the file
     assert_batches_equal(stored.collate_fast(False, cutoff=3.0), Collater(False, 3.0)(per_sample(ds, idx)))
     with pytest.raises(ValueError, match="graph"):
         samples.collate_fast(True, cutoff=cutoff)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_dtypes_round_like_the_samples(files, dtype):
+    ds = MolecularDataset(files["gaps"], format="packed", dtype=dtype)
+    idx = list(range(len(ds)))
+    samples = ds.__getitems__(idx)
+    for padded in (True, False):
+        collate = molecular_collate_fn if padded else molecular_collate_fn_no_padding
+        assert_batches_equal(samples.collate_fast(padded), collate(per_sample(ds, idx)), str(dtype))
+
+
+def test_periodic_axis_without_a_cell_vector_names_the_structure(tmp_path):
+    bad = Structure(positions=np.zeros((2, 3)) + [[0, 0, 0], [1, 0, 0]], numbers=np.array([1, 1]),
+                    cell=np.diag([5.0, 5.0, 0.0]), pbc=np.array([True, True, True]))
+    good = structures_with_gaps()[0]
+    write_packed(tmp_path / "bad.h5", [good, bad])
+    ds = MolecularDataset(tmp_path / "bad.h5", format="packed")
+    with pytest.raises(ValueError, match=r"structure 1: pbc is True along axis \[2\]"):
+        ds.__getitems__([0, 1]).collate_fast(False, cutoff=3.0)

@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -353,29 +353,32 @@ class _Column:
     def dtype(self) -> np.dtype:
         return np.result_type(*[seg[2] for seg in self.segments])
 
-    def iter_segments(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(row_start, rows) per segment, read back from the spill file when spilled."""
+    def consume_segments(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(row_start, rows) per segment, read back from the spill file when spilled; each
+        segment is dropped once handed out, so copying them out never holds the data twice."""
         if self._spill is not None:
             self._spill.flush()
-        for row_start, nrows, dtype, data in self.segments:
+        self.segments.reverse()
+        while self.segments:
+            row_start, nrows, dtype, data = self.segments.pop()
             if self._spill is None:
                 yield row_start, data
             else:
                 count = nrows * int(np.prod(self.row_shape, dtype=np.int64))
                 self._spill.seek(data)
                 yield row_start, np.fromfile(self._spill, dtype=dtype, count=count).reshape((nrows,) + self.row_shape)
+            del data
 
     def to_array(self, total_rows: int) -> np.ndarray:
         dtype = self.dtype
-        out = np.empty((total_rows,) + self.row_shape, dtype=dtype)
+        out = np.empty((total_rows,) + self.row_shape, dtype=dtype)  # pages are touched as filled
         covered = 0
-        for row_start, rows in self.iter_segments():
+        for row_start, rows in self.consume_segments():
             if row_start > covered:
                 out[covered:row_start] = _fill(dtype)
             out[row_start : row_start + len(rows)] = rows
             covered = row_start + len(rows)
         out[covered:] = _fill(dtype)
-        self.segments = []
         return out
 
     def close(self) -> None:
@@ -530,7 +533,7 @@ class PackedBuilder:
                     ds = f.create_dataset(name, shape=(2, shape[0]), dtype=dtype)
                 else:
                     ds = f.create_dataset(name, shape=shape, dtype=dtype, fillvalue=_fill(dtype))
-                for row_start, rows in column.iter_segments():
+                for row_start, rows in column.consume_segments():
                     if len(rows) == 0:
                         continue
                     if name == "edge_index":

@@ -24,8 +24,9 @@ from torch.utils.data import get_worker_info
 
 from .structure import LABEL_NAMES, Structure
 
-#: dtype of every float array in samples and batches -> the numpy dtype used for the conversion
-_NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+#: float dtypes converted with numpy (exactly as torch rounds them); others (float16, bfloat16)
+#: are converted by torch, as ``MolecularDataset.to_sample`` does
+_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 @dataclass
@@ -36,10 +37,6 @@ class LabelColumn:
 
     values: np.ndarray
     present: np.ndarray
-
-    @property
-    def all_present(self) -> bool:
-        return bool(self.present.all())
 
 
 class StructureBatch:
@@ -210,8 +207,8 @@ class StructureBatch:
         if with_edges:
             if self.edge_index is None:
                 raise ValueError("this batch carries no stored neighbor lists")
-            offsets = np.repeat(ptr[:-1], self.num_edges)
-            batch["edge_index"] = torch.from_numpy(self.edge_index.astype(np.int64) + offsets)
+            offsets = ptr[:-1].repeat(self.num_edges)
+            batch["edge_index"] = torch.from_numpy(np.add(self.edge_index, offsets, dtype=np.int64))
             batch["shifts"] = _tensor(self.shifts, np.int64)
         return batch
 
@@ -221,16 +218,15 @@ class StructureBatch:
         ptr = self.ptr
         # flat row of each atom in the [B * M] padded layout
         rows = np.arange(ptr[-1], dtype=np.int64) + np.repeat(np.arange(0, n * m, m, dtype=np.int64) - ptr[:-1], self.natoms)
-        np_float = _NUMPY_FLOAT[dtype]
         batch = {
-            "positions": _scatter(self.positions, rows, (n, m, 3), np_float),
-            "species": _scatter(self.numbers, rows, (n, m), np.int64),
+            "positions": _scatter(self.positions, rows, (n, m, 3), dtype),
+            "species": _scatter(self.numbers, rows, (n, m), torch.int64),
             "mask": torch.from_numpy(np.arange(m, dtype=np.int64) < self.natoms[:, None]),
         }
         self._common(dtype, batch)
         forces = self.labels.get("forces")
         if forces is not None:
-            batch["forces"] = _scatter(forces.values, rows, (n, m, 3), np_float)
+            batch["forces"] = _scatter(forces.values, rows, (n, m, 3), dtype)
             batch["forces_mask"] = _tensor(forces.present, bool)
         batch["max_atoms"] = m
         return batch
@@ -242,7 +238,10 @@ def _concat(parts: list, empty_shape: tuple) -> np.ndarray:
 
 def _float(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """A tensor of ``array`` in ``dtype`` (no copy when the array already has that dtype)."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=_NUMPY_FLOAT[dtype]))
+    np_dtype = _NUMPY_FLOAT.get(dtype)
+    if np_dtype is None:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np_dtype))
 
 
 def _tensor(array: np.ndarray, np_dtype) -> torch.Tensor:
@@ -252,11 +251,15 @@ def _tensor(array: np.ndarray, np_dtype) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _scatter(values: np.ndarray, rows: np.ndarray, shape: tuple, np_dtype) -> torch.Tensor:
+def _scatter(values: np.ndarray, rows: np.ndarray, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """Zeros of ``shape`` with ``values`` placed at flat rows ``rows`` of its leading two dims."""
+    np_dtype = np.int64 if dtype == torch.int64 else _NUMPY_FLOAT.get(dtype)
+    if np_dtype is None:
+        out = torch.zeros(shape, dtype=dtype)
+        out.view((shape[0] * shape[1],) + shape[2:])[torch.from_numpy(rows)] = _float(values, dtype)
+        return out
     out = np.zeros(shape, dtype=np_dtype)
-    flat = out.reshape((shape[0] * shape[1],) + shape[2:])
-    flat[rows] = values
+    out.reshape((shape[0] * shape[1],) + shape[2:])[rows] = values
     return torch.from_numpy(out)
 
 
