@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from ase.stress import voigt_6_to_full_3x3_stress
 

@@ -24,7 +24,6 @@ from mlff_distiller.data.transforms import (
     NormalizeForces,
     RandomReflection,
     RandomRotation,
-    Transform,
     apply_orthogonal_transform,
     random_reflection_matrix,
     random_rotation_matrix,

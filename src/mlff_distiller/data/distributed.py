@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
-from .samplers import AtomBudgetBatchSampler
+from .samplers import AtomBudgetBatchSampler, EpochBatchSampler
 
 __all__ = [
     "DistributedBatchSampler",
@@ -117,7 +116,7 @@ def even_out_batches(
     return batches, missing
 
 
-class DistributedBatchSampler(Sampler[list[int]]):
+class DistributedBatchSampler(EpochBatchSampler):
     """This rank's batches of dataset indices: size-aware (atom budget) or fixed size.
 
     Args:
@@ -174,10 +173,7 @@ class DistributedBatchSampler(Sampler[list[int]]):
                 raise ValueError(f"batch_size must be a positive integer without max_atoms_per_batch, got {batch_size!r}")
             self.batch_size = int(batch_size)
             self.num_samples = int(natoms) if isinstance(natoms, (int, np.integer)) else len(natoms)
-        self._epoch = 0
-        self._auto = 0
-        self._running: Optional[int] = None
-        self._cache: Optional[tuple[int, list[np.ndarray]]] = None
+        self._init_epochs()
         self._warned = False
 
     @classmethod
@@ -196,15 +192,6 @@ class DistributedBatchSampler(Sampler[list[int]]):
         return cls(natoms, max_atoms_per_batch, **kwargs)
 
     # -- epochs --------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` for the next iteration (the same on every rank)."""
-        self._epoch = int(epoch)
-        self._auto = 0
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch + self._auto
-
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """Every rank's batches of ``epoch``, before sharding (identical on all ranks)."""
         if self._budget is not None:
@@ -217,10 +204,8 @@ class DistributedBatchSampler(Sampler[list[int]]):
         stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
         return [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
 
-    def rank_batches(self, epoch: int) -> list[np.ndarray]:
+    def _make_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches of ``epoch`` (the same count on every rank)."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
         batches, repeated = even_out_batches(self.global_batches(epoch), self.num_replicas, self.drop_last)
         if repeated and not self._warned:
             self._warned = True
@@ -230,23 +215,11 @@ class DistributedBatchSampler(Sampler[list[int]]):
                 DistributedPaddingWarning,
                 stacklevel=3,
             )
-        mine = batches[self.rank :: self.num_replicas]
-        self._cache = (epoch, mine)
-        return mine
+        return batches[self.rank :: self.num_replicas]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        if self.shuffle:
-            self._auto += 1
-        self._running = epoch
-        try:
-            for batch in self.rank_batches(epoch):
-                yield batch.tolist()
-        finally:
-            self._running = None
-
-    def __len__(self) -> int:
-        return len(self.rank_batches(self.epoch if self._running is None else self._running))
+    def rank_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches of ``epoch``."""
+        return self.batches(epoch)
 
     def __repr__(self) -> str:
         how = (f"max_atoms_per_batch={self.max_atoms_per_batch}" if self._budget is not None

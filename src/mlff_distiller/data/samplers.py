@@ -108,7 +108,58 @@ def bucket_by_size(order: np.ndarray, natoms: np.ndarray, bucket_size: int) -> n
     return order[np.lexsort((sizes, bucket))]
 
 
-class AtomBudgetBatchSampler(Sampler[list[int]]):
+class EpochBatchSampler(Sampler[list[int]]):
+    """Epoch bookkeeping shared by the batch samplers: ``set_epoch``, iteration and ``len``.
+
+    Subclasses implement ``_make_batches(epoch) -> list[np.ndarray]`` (deterministic for an
+    epoch) and set ``shuffle``. Without ``set_epoch`` every new iteration of a shuffling
+    sampler moves on to the next epoch's order.
+    """
+
+    shuffle: bool = False
+
+    def _init_epochs(self) -> None:
+        self._epoch = 0
+        self._auto = 0  # iterations started since the last set_epoch
+        self._running: Optional[int] = None  # epoch of the iteration in progress
+        self._cache: Optional[tuple[int, list[np.ndarray]]] = None
+
+    def _make_batches(self, epoch: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next iteration (deterministic for a given seed)."""
+        self._epoch = int(epoch)
+        self._auto = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return self._epoch + self._auto
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """The batches of ``epoch`` (cached for the last epoch asked for)."""
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._make_batches(epoch))
+        return self._cache[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch
+        if self.shuffle:
+            self._auto += 1
+        self._running = epoch
+        try:
+            for batch in self.batches(epoch):
+                yield batch.tolist()
+        finally:
+            self._running = None
+
+    def __len__(self) -> int:
+        """Number of batches of the iteration in progress, else of the next one."""
+        return len(self.batches(self.epoch if self._running is None else self._running))
+
+
+class AtomBudgetBatchSampler(EpochBatchSampler):
     """Batches of dataset indices whose atom cost stays within ``max_atoms_per_batch``.
 
     Args:
@@ -161,10 +212,7 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
             bucket_size = 16 * max(self.max_atoms_per_batch // typical, 1)
         self.bucket_size = None if bucket_size is None else int(bucket_size)
         self._check_oversized()
-        self._epoch = 0
-        self._auto = 0  # iterations started since the last set_epoch
-        self._running: Optional[int] = None  # epoch of the iteration in progress
-        self._cache: tuple[int, list[np.ndarray]] | None = None
+        self._init_epochs()
 
     @classmethod
     def from_dataset(cls, dataset, max_atoms_per_batch: int, **kwargs) -> "AtomBudgetBatchSampler":
@@ -199,16 +247,6 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
         )
 
     # -- epochs ----------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` for the next iteration (deterministic for a given seed)."""
-        self._epoch = int(epoch)
-        self._auto = 0
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use."""
-        return self._epoch + self._auto
-
     def order(self, epoch: int) -> np.ndarray:
         """The index order of ``epoch`` (before packing)."""
         n = len(self.natoms)
@@ -216,10 +254,7 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
             return np.arange(n, dtype=np.int64)
         return np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
 
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        """The batches of ``epoch`` (cached for the last epoch asked for)."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
+    def _make_batches(self, epoch: int) -> list[np.ndarray]:
         order = self.order(epoch)
         if self.bucket_size:
             order = bucket_by_size(order, self.natoms, self.bucket_size)
@@ -231,7 +266,6 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
         if self.shuffle and self.bucket_size:  # sorted buckets: shuffle the batch order
             perm = np.random.default_rng([self.seed, epoch, 1]).permutation(len(packed))
             packed = [packed[i] for i in perm]
-        self._cache = (epoch, packed)
         return packed
 
     def _is_full(self, batch: np.ndarray) -> bool:
@@ -239,21 +273,6 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
         cost = int(sizes.max()) * len(batch) if self.padded else int(sizes.sum())
         full_count = self.max_batch_size is not None and len(batch) >= self.max_batch_size
         return cost >= self.max_atoms_per_batch or full_count
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        if self.shuffle:
-            self._auto += 1
-        self._running = epoch
-        try:
-            for batch in self.batches(epoch):
-                yield batch.tolist()
-        finally:
-            self._running = None
-
-    def __len__(self) -> int:
-        """Number of batches of the iteration in progress, else of the next one."""
-        return len(self.batches(self.epoch if self._running is None else self._running))
 
     def __repr__(self) -> str:
         return (

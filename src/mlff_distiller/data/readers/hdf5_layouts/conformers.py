@@ -82,7 +82,6 @@ class ConformerGroupLayout(Layout):
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
         super().__init__(files, ctx)
         f = files[0]
-        conv = self.convention
         groups: list[_Group] = []
         seen_keys: set[str] = set()
         energy_found = forces_found = False
