@@ -449,3 +449,28 @@ def test_to_pyg_batch_without_pyg_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_geometric.data", None)
     with pytest.raises(ImportError, match="pip install torch_geometric"):
         to_pyg_batch(graph_collate([sample_of(ase.build.molecule("H2O"))]))
+
+
+@pytest.mark.parametrize("tiny_cell", [False, True])
+def test_batch_edges_equal_per_structure_lists(tiny_cell):
+    # The packed fast path builds one sorted key per structure (shift-table path, |S| <= 7);
+    # a cell much smaller than the cutoff (|S| > 7) takes the general path. Both must give
+    # exactly the per-structure lists, offset by ptr, in the same (i, j, S) order.
+    from mlff_distiller.data.structure import Structure
+    from mlff_distiller.data.structure_batch import StructureBatch
+
+    structures = [
+        Structure(positions=a.positions, numbers=a.numbers, cell=a.cell.array, pbc=a.pbc)
+        for a in (rattled(ase.build.bulk("Cu", "fcc", a=3.6) * (2, 2, 2), 1), rattled(ase.build.molecule("CH3CH2OH"), 2))
+    ]
+    if tiny_cell:
+        structures.insert(1, Structure(positions=np.zeros((1, 3)), numbers=np.array([1]), cell=0.35 * np.eye(3),
+                                       pbc=np.array([True, True, True])))
+    batch = StructureBatch.from_structures(structures, range(len(structures)))
+    edge_index, shifts = batch.neighbors(3.0)
+    parts = [compute_neighbors(s.positions, s.cell, s.pbc, 3.0) for s in structures]
+    starts = batch.ptr[:-1]
+    np.testing.assert_array_equal(edge_index, np.concatenate([p.edge_index + a for p, a in zip(parts, starts)], axis=1))
+    np.testing.assert_array_equal(shifts, np.concatenate([p.shifts for p in parts]))
+    assert edge_index.dtype == shifts.dtype == np.int64
+    assert (np.abs(shifts).max() > 7) == tiny_cell

@@ -336,9 +336,10 @@ class Collater:
 
     def __call__(self, samples: Sequence[dict]) -> dict:
         fast = getattr(samples, "collate_fast", None)
-        if callable(fast) and self.cutoff is not None:
-            # a packed batch adds its edges itself (stored ones when they match this cutoff)
-            return fast(self.use_padding, cutoff=self.cutoff)
+        if callable(fast):
+            # a batch of concatenated arrays collates itself (and adds its edges: stored ones
+            # when they match this cutoff, else computed)
+            return fast(self.use_padding) if self.cutoff is None else fast(self.use_padding, cutoff=self.cutoff)
         batch = self.collate_fn(samples)
         if self.cutoff is not None:
             if "edge_index" in batch:

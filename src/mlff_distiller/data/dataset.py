@@ -29,6 +29,7 @@ PathLike = Union[str, os.PathLike]
 
 #: structures read per chunk when scanning the whole dataset (statistics, cache)
 SCAN_CHUNK = 256
+_INT64 = np.dtype(np.int64)
 
 
 def _is_url(path: str) -> bool:
@@ -222,17 +223,23 @@ class MolecularDataset(Dataset):
         the project's collate functions batch it with whole-array operations, any other collate
         function sees the usual sample dicts.
         """
-        idx = self._normalize_indices(indices)
-        with_atoms = self.return_atoms and self.atoms_in_batches
-        if self.transform is None and not with_atoms:
+        if type(indices) is list:  # what DataLoader passes: one conversion, one range check
+            idx = np.array(indices)
+            if idx.dtype is not _INT64 or not idx.shape[0] or idx.view(np.uint64).max() >= self._len:
+                idx = self._normalize_indices(idx)
+        else:
+            idx = self._normalize_indices(indices)
+        if self.transform is None and not (self.return_atoms and self.atoms_in_batches):
             return self._sample_list(idx)
+        with_atoms = self.return_atoms and self.atoms_in_batches
         return [self.to_sample(s, int(i), with_atoms) for s, i in zip(self.get_structures(idx), idx)]
 
     def _sample_list(self, idx: np.ndarray) -> SampleList:
+        """``idx``: [B] int64 indices already checked to lie in ``[0, len)``."""
         source = self._cache if self._cache is not None else self.reader
         read_batch = getattr(source, "read_batch", None)
         if read_batch is not None:
-            batch = read_batch(idx)
+            batch = read_batch(idx, checked=True)
         else:
             batch = StructureBatch.from_structures(self.get_structures(idx), idx)
         cutoff = getattr(source, "cutoff", None) if batch.edge_index is not None else None

@@ -83,10 +83,128 @@ def _check_inputs(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np.n
     return positions, cell, pbc
 
 
+#: largest |shift| component sorted through a lookup table of shift vectors (15^3 rows)
+_TABLE_RANGE = 7
+_SHIFT_TABLES: dict[int, np.ndarray] = {}
+
+
+def _shift_table(r: int) -> np.ndarray:
+    """[(2r+1)^3, 3] int64: every shift with components in [-r, r], in (S0, S1, S2) order."""
+    table = _SHIFT_TABLES.get(r)
+    if table is None:
+        axis = np.arange(-r, r + 1, dtype=np.int64)
+        table = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+        table.flags.writeable = False
+        _SHIFT_TABLES[r] = table
+    return table
+
+
 def _sort_edges(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int):
-    """Sort edges by (i, j, S0, S1, S2); pack them into one int64 key when the bits fit."""
+    """Sort edges by (i, j, S0, S1, S2): i, j [E] and shifts [E, 3] of any integer dtype ->
+    (i, j, shifts) int64 (see ``_sorted_edges``)."""
+    edge_index, shifts = _sorted_edges(i, j, shifts, n_atoms)
+    return edge_index[0], edge_index[1], shifts
+
+
+def _sorted_edges(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """``edge_index`` [2, E] and ``shifts`` [E, 3] (int64, fresh arrays) sorted by
+    (i, j, S0, S1, S2); (i, j, S) triples are unique, so the order is fully determined.
+
+    Usual case (|S| <= 7 and indices that fit): one int64 key (i, j, row of S in a table of
+    shifts) is sorted and decoded, the shifts by one gather from the table; every pass writes
+    straight into the outputs (fresh large arrays cost page faults). Otherwise the shifts are
+    bit-packed into the key, or, when even that does not fit, lexsorted.
+    """
     if len(i) == 0:
-        return i, j, shifts
+        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    if shifts.dtype.itemsize < 4:  # room for the table row below
+        shifts = shifts.astype(np.int32)
+    r = max(-int(shifts.min()), int(shifts.max()))
+    nb = max(int(n_atoms - 1).bit_length(), 1)
+    if r > _TABLE_RANGE or 2 * nb + 12 > 62:
+        i, j, shifts = _sort_edges_general(i.astype(np.int64, copy=False), j.astype(np.int64, copy=False),
+                                           shifts.astype(np.int64, copy=False), n_atoms)
+        return np.stack([i, j]), np.ascontiguousarray(shifts)
+    w = 2 * r + 1
+    sb = max(int(w**3 - 1).bit_length(), 1)
+    code = shifts[:, 0] * (w * w)  # row of S in _shift_table(r), in the shifts' own int dtype (< 2^12)
+    code += shifts[:, 1] * w
+    code += shifts[:, 2]
+    code += r * (w * w + w + 1)
+    edge_index = np.empty((2, len(i)), dtype=np.int64)
+    key = np.left_shift(i, nb + sb, dtype=np.int64, casting="unsafe")
+    key |= np.left_shift(j, sb, out=edge_index[1], dtype=np.int64, casting="unsafe")
+    key |= code
+    key.sort()
+    np.right_shift(key, nb + sb, out=edge_index[0])
+    np.right_shift(key, sb, out=edge_index[1])
+    edge_index[1] &= (1 << nb) - 1
+    key &= (1 << sb) - 1
+    return edge_index, _shift_table(r).take(key, axis=0)
+
+
+def _batch_edges(calculator, positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, ptr: np.ndarray, on_error):
+    """Full neighbor lists of B concatenated structures: ``edge_index`` [2, E] int64 offset by
+    ``ptr`` and ``shifts`` [E, 3] int64, sorted by (i, j, S) (so grouped by structure in batch
+    order) exactly as ``_sorted_edges`` sorts the concatenated lists.
+
+    positions [T, 3] float64, cells [B, 3, 3] float64, pbc [B, 3] bool, ptr [B + 1] int64;
+    ``calculator`` a ``vesin.NeighborList``; ``on_error(b, exc)`` returns the exception to raise
+    when vesin fails on structure b. Each structure's key (i, j, row of S in the shift table) is
+    built and sorted while vesin's output is still in cache; the general path (any |S| > 7)
+    concatenates the raw lists and sorts them with ``_sorted_edges``.
+    """
+    n, total = len(cells), int(ptr[-1])
+    nb = max((total - 1).bit_length(), 1)
+    r = _TABLE_RANGE
+    w = 2 * r + 1
+    sb = max(int(w**3 - 1).bit_length(), 1)
+    keys = []
+    if 2 * nb + sb <= 62:
+        for b in range(n):
+            start = int(ptr[b])
+            try:  # copy=False: views of vesin's buffers, read before the next compute
+                i, j, s = calculator.compute(positions[start : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
+            except RuntimeError as exc:
+                raise on_error(b, exc) from exc
+            if s.shape[0] and (s.min() < -r or s.max() > r):
+                keys = None  # a shift beyond the table: general path
+                break
+            code = s[:, 0] * (w * w)
+            code += s[:, 1] * w
+            code += s[:, 2]
+            code += r * (w * w + w + 1)
+            key = np.left_shift(i, nb + sb, dtype=np.int64, casting="unsafe")
+            key |= np.left_shift(j, sb, dtype=np.int64, casting="unsafe")
+            key |= code
+            key += (start << (nb + sb)) + (start << sb)  # both indices offset by the structure's first atom
+            key.sort()  # structures' keys are increasing blocks: sorted blocks make a sorted whole
+            keys.append(key)
+        if keys is not None:
+            key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+            edge_index = np.empty((2, len(key)), dtype=np.int64)
+            np.right_shift(key, nb + sb, out=edge_index[0])
+            np.right_shift(key, sb, out=edge_index[1])
+            edge_index[1] &= (1 << nb) - 1
+            key &= (1 << sb) - 1
+            return edge_index, _shift_table(r).take(key, axis=0)
+    sources, targets, shifts = [], [], []
+    for b in range(n):
+        start = int(ptr[b])
+        try:
+            i, j, s = calculator.compute(positions[start : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
+        except RuntimeError as exc:
+            raise on_error(b, exc) from exc
+        sources.append(np.add(i, start, dtype=np.int64, casting="unsafe"))
+        targets.append(np.add(j, start, dtype=np.int64, casting="unsafe"))
+        shifts.append(s.copy())
+    if not sources:
+        return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
+    return _sorted_edges(np.concatenate(sources), np.concatenate(targets), np.concatenate(shifts), total)
+
+
+def _sort_edges_general(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int):
+    """``_sort_edges`` for any shifts: bit-packed int64 key when the bits fit, else lexsort."""
     s = np.ascontiguousarray(shifts.T)  # [3, E]: column reductions are slow on [E, 3]
     lo = s.min(axis=1)
     bits = [int(v).bit_length() for v in (s.max(axis=1) - lo)]
@@ -133,13 +251,12 @@ def compute_neighbors(
     positions, cell, pbc = _check_inputs(positions, cell, pbc, cutoff)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, n_threads=n_threads)
     try:
-        i, j, shifts = calculator.compute(positions, cell, pbc, quantities="ijS", copy=True)
+        # copy=False: views of vesin's buffers, only read by the sort (which returns fresh arrays)
+        i, j, shifts = calculator.compute(positions, cell, pbc, quantities="ijS", copy=False)
     except RuntimeError as exc:
         raise ValueError(f"vesin could not build the neighbor list: {exc}") from exc
-    i, j, shifts = _sort_edges(
-        i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64).reshape(-1, 3), len(positions)
-    )
-    edge_index = np.stack([i, j])
+    edge_index, shifts = _sorted_edges(i, j, shifts.reshape(-1, 3), len(positions))
+    i, j = edge_index
     if not with_vectors:
         return Edges(edge_index, shifts)
     vectors = positions[j] - positions[i] + shifts.astype(np.float64) @ cell

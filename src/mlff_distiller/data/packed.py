@@ -51,6 +51,7 @@ FORMAT_VERSION = 1
 #: structures converted per chunk by ``write_packed`` and the dataset cache
 DEFAULT_CHUNK = 1024
 _ALIGNMENT = 64  # byte alignment of every dataset in files we write
+_INT64 = np.dtype(np.int64)
 
 #: per-structure and per-atom arrays of a label (row shape after the leading axis)
 _LABEL_ROWS = {"energy": ("structure", ()), "forces": ("atom", (3,)), "stress": ("structure", (3, 3))}
@@ -101,6 +102,10 @@ class PackedStore:
         ]
         self.has_edges = "edge_index" in arrays
         self.edge_offsets = np.asarray(arrays["edge_offsets"]) if self.has_edges else None
+        #: some array is an h5py dataset (chunked file): gathers go through ``_take``
+        self._via_h5py = not all(isinstance(v, np.ndarray) for v in arrays.values())
+        self._aranged = np.zeros(0, dtype=np.int64)  # ``_arange``'s buffer
+        self._true = np.ones(0, dtype=bool)  # ``_ones``'s buffer
 
     # -- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -121,48 +126,70 @@ class PackedStore:
             bad = idx[(idx < 0) | (idx >= len(self))][0]
             raise IndexError(f"{self.path}: structure index {int(bad)} out of range for {len(self)} structures")
 
-    def read_batch(self, indices) -> StructureBatch:
+    def read_batch(self, indices, *, checked: bool = False) -> StructureBatch:
         """Structures ``indices`` (dataset order kept) as one ``StructureBatch``.
 
         Every array is gathered once (``take``) into fresh memory; label rows of structures
         that lack the label are zero in the batch (their ``present`` flag is False).
+        ``checked``: the caller guarantees ``indices`` is a [B] int64 array within range.
         """
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.ndim != 1:
-            idx = idx.reshape(-1)
-        self._check(idx)
+        idx = indices
+        if type(idx) is not np.ndarray or idx.dtype is not _INT64 or idx.ndim != 1:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not checked:
+            self._check(idx)
         n = idx.shape[0]
         natoms = self._natoms.take(idx)
-        ptr = np.zeros(n + 1, dtype=np.int64)
+        ptr = np.empty(n + 1, dtype=np.int64)
+        ptr[0] = 0
         natoms.cumsum(out=ptr[1:])
-        atom_index = np.arange(ptr[-1], dtype=np.int64)
-        atom_index += (self.offsets.take(idx) - ptr[:-1]).repeat(natoms)
+        # atom rows of the batch: offsets[idx[b]] + (0 .. natoms[b]) for every b, concatenated
+        start = self.offsets.take(idx)
+        start -= ptr[:-1]
+        atom_index = start.repeat(natoms)
+        atom_index += self._arange(ptr.item(n))
         a = self.arrays
+        take = _take if self._via_h5py else _take_numpy
         labels = {}
         for name, per_atom, all_present in self._label_plan:
+            rows = atom_index if per_atom else idx
             if all_present:
-                values, present = _take(a[name], atom_index if per_atom else idx), np.ones(n, dtype=bool)
-            else:
-                present = self._present[name].take(idx)
-                if not present.any():
-                    continue  # a label no structure of the batch carries is not in the batch
-                values = _take(a[name], atom_index if per_atom else idx)
-                if not present.all():
-                    absent = ~present
-                    values[absent.repeat(natoms) if per_atom else absent] = 0
+                labels[name] = LabelColumn(take(a[name], rows), self._ones(n))
+                continue
+            present = self._present[name].take(idx)
+            count = np.count_nonzero(present)
+            if count == 0:
+                continue  # a label no structure of the batch carries is not in the batch
+            values = take(a[name], rows)
+            if count < n:
+                absent = ~present
+                values[absent.repeat(natoms) if per_atom else absent] = 0
             labels[name] = LabelColumn(values, present)
         batch = StructureBatch(
-            idx, natoms, _take(a["positions"], atom_index), _take(a["numbers"], atom_index),
-            _take(a["cell"], idx), _take(a["pbc"], idx), labels, ptr=ptr,
+            idx, natoms, take(a["positions"], atom_index), take(a["numbers"], atom_index),
+            take(a["cell"], idx), take(a["pbc"], idx), labels, ptr=ptr,
         )
         if self.has_edges:
             e_starts = self.edge_offsets[idx]
             num_edges = self.edge_offsets[idx + 1] - e_starts
             edge_rows = _ranges(e_starts, num_edges)
-            batch.edge_index = _take(a["edge_index"], edge_rows, axis=1)
-            batch.shifts = _take(a["shifts"], edge_rows)
+            batch.edge_index = take(a["edge_index"], edge_rows, axis=1)
+            batch.shifts = take(a["shifts"], edge_rows)
             batch.num_edges = num_edges
         return batch
+
+    def _ones(self, n: int) -> np.ndarray:
+        """A fresh [n] bool array of True (a copy of a shared buffer: cheaper than ``np.ones``)."""
+        if n > self._true.shape[0]:
+            self._true = np.ones(max(n, 64), dtype=bool)
+        return self._true[:n].copy()
+
+    def _arange(self, n: int) -> np.ndarray:
+        """A read-only view of ``arange(n)`` int64 (grown on demand, shared by every batch)."""
+        if n > self._aranged.shape[0]:
+            self._aranged = np.arange(max(n, 2 * self._aranged.shape[0]), dtype=np.int64)
+            self._aranged.flags.writeable = False
+        return self._aranged[:n]
 
     def read(self, index: int) -> Structure:
         """Structure ``index`` (its own copies of the arrays)."""
@@ -202,6 +229,11 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if ends.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     return np.arange(ends[-1], dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
+
+
+def _take_numpy(array: np.ndarray, rows: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``array.take(rows, axis)`` (rows already checked to be in range)."""
+    return array.take(rows, axis, None, "clip")
 
 
 def _take(array, rows: np.ndarray, axis: int = 0) -> np.ndarray:

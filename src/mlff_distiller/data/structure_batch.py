@@ -147,7 +147,7 @@ class StructureBatch:
         [E, 3], edges sorted by (i, j, shift) exactly as ``neighbors.batch_neighbors`` gives them."""
         import vesin
 
-        from .neighbors import _check_cutoff, _sort_edges
+        from .neighbors import _batch_edges, _check_cutoff
 
         _check_cutoff(cutoff)
         positions = np.ascontiguousarray(self.positions, dtype=np.float64)
@@ -161,75 +161,82 @@ class StructureBatch:
                 f"but the cell vector there is zero; a periodic direction needs a lattice vector"
             )
         calculator = vesin.NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
-        ptr = self.ptr
-        sources, targets, shifts = [], [], []
-        for b in range(len(self)):
-            start = ptr[b]
-            try:  # copy=False: the results are views of vesin's buffers, copied just below
-                i, j, s = calculator.compute(positions[start : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
-            except RuntimeError as exc:
-                raise ValueError(f"structure {int(self.indices[b])}: vesin could not build the neighbor list: {exc}") from exc
-            sources.append(np.add(i, start, dtype=np.int64))
-            targets.append(np.add(j, start, dtype=np.int64))
-            shifts.append(s.astype(np.int64))
-        if not sources:
-            return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
-        i, j, s = _sort_edges(np.concatenate(sources), np.concatenate(targets), np.concatenate(shifts), int(ptr[-1]))
-        return np.stack([i, j]), np.ascontiguousarray(s, dtype=np.int64)
+
+        def on_error(b: int, exc: Exception) -> ValueError:
+            return ValueError(f"structure {int(self.indices[b])}: vesin could not build the neighbor list: {exc}")
+
+        return _batch_edges(calculator, positions, cells, pbc, self.ptr, on_error)
 
     # -- collate helpers ---------------------------------------------------------------------
     def _common(self, dtype: torch.dtype, batch: dict) -> None:
         """Per-structure keys and labels (atom-level labels on the caller's layout)."""
         batch["cell"] = _float(self.cell, dtype)
-        batch["pbc"] = _tensor(self.pbc, bool)
-        batch["natoms"] = _tensor(self.natoms, np.int64)
-        batch["idx"] = _tensor(self.indices, np.int64)
+        batch["pbc"] = _tensor(self.pbc, _BOOL)
+        batch["natoms"] = _tensor(self.natoms, _INT64)
+        batch["idx"] = _tensor(self.indices, _INT64)
+        labels = self.labels
         for name in ("energy", "stress"):
-            column = self.labels.get(name)
+            column = labels.get(name)
             if column is not None:
                 batch[name] = _float(column.values, dtype)
-                batch[f"{name}_mask"] = _tensor(column.present, bool)
+                batch[f"{name}_mask"] = _tensor(column.present, _BOOL)
 
     def _collate_graph(self, dtype: torch.dtype, with_edges: bool) -> dict:
         ptr = self.ptr
+        n = self.natoms.shape[0]
         batch = {
             "positions": _float(self.positions, dtype),
-            "species": _tensor(self.numbers, np.int64),
-            "batch": torch.from_numpy(np.repeat(np.arange(len(self), dtype=np.int64), self.natoms)),
+            "species": _tensor(self.numbers, _INT64),
+            "batch": torch.from_numpy(_arange(n).repeat(self.natoms)),
             "ptr": torch.from_numpy(ptr),
         }
         self._common(dtype, batch)
         forces = self.labels.get("forces")
         if forces is not None:
             batch["forces"] = _float(forces.values, dtype)
-            batch["forces_mask"] = _tensor(forces.present, bool)
-        batch["total_atoms"] = int(ptr[-1])
+            batch["forces_mask"] = _tensor(forces.present, _BOOL)
+        batch["total_atoms"] = ptr.item(n)
         if with_edges:
             if self.edge_index is None:
                 raise ValueError("this batch carries no stored neighbor lists")
             offsets = ptr[:-1].repeat(self.num_edges)
             batch["edge_index"] = torch.from_numpy(np.add(self.edge_index, offsets, dtype=np.int64))
-            batch["shifts"] = _tensor(self.shifts, np.int64)
+            batch["shifts"] = _tensor(self.shifts, _INT64)
         return batch
 
     def _collate_padded(self, dtype: torch.dtype) -> dict:
-        n = len(self)
+        n = self.natoms.shape[0]
         m = int(self.natoms.max()) if n else 0
         ptr = self.ptr
         # flat row of each atom in the [B * M] padded layout
-        rows = np.arange(ptr[-1], dtype=np.int64) + np.repeat(np.arange(0, n * m, m, dtype=np.int64) - ptr[:-1], self.natoms)
+        rows = (_arange(n) * m - ptr[:-1]).repeat(self.natoms)
+        rows += _arange(ptr.item(n))
         batch = {
             "positions": _scatter(self.positions, rows, (n, m, 3), dtype),
             "species": _scatter(self.numbers, rows, (n, m), torch.int64),
-            "mask": torch.from_numpy(np.arange(m, dtype=np.int64) < self.natoms[:, None]),
+            "mask": torch.from_numpy(_arange(m) < self.natoms[:, None]),
         }
         self._common(dtype, batch)
         forces = self.labels.get("forces")
         if forces is not None:
             batch["forces"] = _scatter(forces.values, rows, (n, m, 3), dtype)
-            batch["forces_mask"] = _tensor(forces.present, bool)
+            batch["forces_mask"] = _tensor(forces.present, _BOOL)
         batch["max_atoms"] = m
         return batch
+
+
+_INT64 = np.dtype(np.int64)
+_BOOL = np.dtype(bool)
+_ARANGE = np.arange(0, dtype=np.int64)
+
+
+def _arange(n: int) -> np.ndarray:
+    """A read-only view of ``arange(n)`` int64 (a shared buffer, grown on demand)."""
+    global _ARANGE
+    if n > _ARANGE.shape[0]:
+        _ARANGE = np.arange(max(n, 1024), dtype=np.int64)
+        _ARANGE.flags.writeable = False
+    return _ARANGE[:n]
 
 
 def _concat(parts: list, empty_shape: tuple) -> np.ndarray:
@@ -244,22 +251,26 @@ def _float(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np_dtype))
 
 
-def _tensor(array: np.ndarray, np_dtype) -> torch.Tensor:
-    """A tensor sharing ``array``'s memory when it already is contiguous ``np_dtype``."""
-    if array.dtype != np_dtype or not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array, dtype=np_dtype)
+def _tensor(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
+    """A tensor sharing ``array``'s memory when it already is a writeable contiguous ``np_dtype``."""
+    if array.dtype is not np_dtype or not array.flags.c_contiguous or not array.flags.writeable:
+        array = np.array(array, dtype=np_dtype, order="C")
     return torch.from_numpy(array)
 
 
 def _scatter(values: np.ndarray, rows: np.ndarray, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """Zeros of ``shape`` with ``values`` placed at flat rows ``rows`` of its leading two dims."""
-    np_dtype = np.int64 if dtype == torch.int64 else _NUMPY_FLOAT.get(dtype)
+    np_dtype = _INT64 if dtype == torch.int64 else _NUMPY_FLOAT.get(dtype)
     if np_dtype is None:
         out = torch.zeros(shape, dtype=dtype)
         out.view((shape[0] * shape[1],) + shape[2:])[torch.from_numpy(rows)] = _float(values, dtype)
         return out
     out = np.zeros(shape, dtype=np_dtype)
-    out.reshape((shape[0] * shape[1],) + shape[2:])[rows] = values
+    flat = out.reshape((shape[0] * shape[1],) + shape[2:])
+    if values.dtype is np_dtype:
+        flat[rows] = values
+    else:  # cast first: numpy's casting assignment through a fancy index is slow
+        flat[rows] = values.astype(np_dtype)
     return torch.from_numpy(out)
 
 

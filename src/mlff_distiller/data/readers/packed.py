@@ -76,9 +76,10 @@ class PackedReader(Reader):
     def read_many(self, indices: Sequence[int]) -> list[Structure]:
         return self.store.read_many(np.asarray(indices, dtype=np.int64))
 
-    def read_batch(self, indices: Sequence[int]) -> StructureBatch:
-        """Structures ``indices`` as one ``StructureBatch`` (concatenated arrays, file dtypes)."""
-        return self.store.read_batch(indices)
+    def read_batch(self, indices: Sequence[int], *, checked: bool = False) -> StructureBatch:
+        """Structures ``indices`` as one ``StructureBatch`` (concatenated arrays, file dtypes);
+        ``checked``: ``indices`` is a [B] int64 array already known to be in range."""
+        return self.store.read_batch(indices, checked=checked)
 
     def label_keys(self, index: int) -> list[str]:
         return self.store.label_keys(int(index))

@@ -16,11 +16,48 @@ from typing import Optional
 
 import h5py
 import numpy as np
-from h5py import h5g
+from h5py import h5d, h5g, h5s, h5t
 
 from ...structure import Structure
 from ._h5 import DatasetReader, member_names, natural_sorted
 from .base import H5Files, Layout, LayoutContext
+
+
+def read_whole(gid: h5g.GroupID, name: str, files: H5Files) -> np.ndarray:
+    """Dataset ``name`` of the open group ``gid``: the file's dtype, native byte order, bit for bit.
+
+    The guide's files hold ~6 tiny datasets per structure, so per-dataset overhead is the cost
+    of reading them: one open, one type query (compared with the type this key had last time,
+    whose dtype and memory type are kept in ``files.cache``), one shape query and one read with
+    a predefined memory type equal to the file's type (no conversion path to set up). Strings
+    and empty dataspaces go through ``DatasetReader``.
+    """
+    ds = h5d.open(gid, name.encode())
+    tid = ds.get_type()
+    types = files.cache.get("guide_types")
+    if types is None:
+        types = files.cache["guide_types"] = {}
+    entry = types.get(name)
+    if entry is None or not entry[0] == tid:
+        if tid.get_class() == h5t.STRING:
+            return DatasetReader(ds, files.dtypes, name).all()
+        dtype = tid.dtype
+        try:
+            mtype = h5t.py_create(dtype)
+        except (TypeError, ValueError):
+            mtype = tid
+        if not mtype == tid:  # only an identical type may stand in for the file's
+            mtype = tid
+        entry = types[name] = (tid, dtype, mtype)
+    shape = ds.shape
+    if shape is None:
+        return DatasetReader(ds, files.dtypes, name).all()
+    out = np.empty(shape, entry[1])
+    if out.size:
+        ds.read(h5s.ALL, h5s.ALL, out, mtype=entry[2])
+    if not out.dtype.isnative:
+        out = out.astype(out.dtype.newbyteorder("="))
+    return out
 
 ROOT = "structures"
 #: names accepted for the atomic numbers (the guide writes 'species')
@@ -85,11 +122,10 @@ class GuideLayout(Layout):
     def read(self, files: H5Files, index: int) -> Structure:
         gid = h5g.open(self._root(files), self._names[index])
         present = set(member_names(gid))
-        dtypes = files.dtypes
         where = f"{ROOT}/{self._names[index].decode()}"
 
         def read(name: str) -> np.ndarray:
-            return DatasetReader.open(gid, name, dtypes).all()
+            return read_whole(gid, name, files)
 
         def first(candidates) -> Optional[str]:
             for name in candidates:
