@@ -26,7 +26,10 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
-from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
+try:  # torch internals used by the lean main-process iterator; without them torch's own is used
+    from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
+except ImportError:  # pragma: no cover - a future torch
+    _DatasetKind = _SingleProcessDataLoaderIter = None
 
 from .collate import Collater
 from .samplers import AtomBudgetBatchSampler
@@ -193,13 +196,17 @@ class MolecularDataLoader(DataLoader):
 
     def _get_iterator(self):
         if self.num_workers == 0 and self._lean_fetch_ok():
-            return _LeanSingleProcessIterator(self)
+            it = _LeanSingleProcessIterator(self)
+            if all(hasattr(it, name) for name in _LeanSingleProcessIterator.NEEDS):
+                return it
         return super()._get_iterator()
 
     def _lean_fetch_ok(self) -> bool:
         """Whether main-process batches may be fetched as ``collate_fn(dataset.__getitems__(batch))``
         (a map-style dataset with ``__getitems__``, batched sampling): exactly what torch's
         fetcher does then."""
+        if _SingleProcessDataLoaderIter is None:
+            return False
         kind = getattr(self, "_dataset_kind", None)
         return (
             kind == _DatasetKind.Map
@@ -219,22 +226,25 @@ class MolecularDataLoader(DataLoader):
         return _OwnRngIterator(super().__iter__(), base_seed)
 
 
-class _LeanSingleProcessIterator(_SingleProcessDataLoaderIter):
+class _LeanSingleProcessIterator(_SingleProcessDataLoaderIter or object):
     """torch's main-process iterator with the per-batch fetch inlined.
 
     Batches are the same: the next index list from the batch sampler, ``dataset.__getitems__``
     and the collate function, pinned when asked. What is skipped is bookkeeping that costs
     ~10-20 µs per batch (comparable to collating a packed batch): torch's fetcher indirection
     and the profiler's ``record_function`` — which is kept whenever a profiler is running, so
-    profiles still show the ``DataLoader`` spans.
+    profiles still show the ``DataLoader`` spans. It relies on torch internals (``NEEDS``); the
+    loader checks them on every new iterator and uses torch's own iterator when one is missing.
     """
+
+    NEEDS = ("_sampler_iter", "_collate_fn", "_dataset", "_pin_memory", "_num_yielded")
 
     def __next__(self) -> Any:
         if self._sampler_iter is None or torch.autograd._profiler_enabled():
             return super().__next__()
         data = self._collate_fn(self._dataset.__getitems__(next(self._sampler_iter)))
         if self._pin_memory:
-            data = _pin_memory(data, self._pin_memory_device)
+            data = _pin_memory(data, getattr(self, "_pin_memory_device", None))
         self._num_yielded += 1
         return data
 
