@@ -10,7 +10,6 @@ No format-specific code lives here: every format is a ``Reader``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -22,7 +21,7 @@ from .readers.multi import is_many, open_many
 from .packed import PackedStore, build_store
 from .readers.base import Reader, check_configured_keys
 from .stats import compute_statistics
-from .structure import LABEL_NAMES, Structure
+from .structure import LABEL_NAMES, Structure, structure_to_atoms
 from .structure_batch import SampleList, StructureBatch
 
 PathLike = Union[str, os.PathLike]
@@ -34,29 +33,6 @@ _INT64 = np.dtype(np.int64)
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def structure_to_atoms(structure: Structure):
-    """An ``ase.Atoms`` for ``structure`` whose SinglePointCalculator returns its labels (float64)."""
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    atoms = Atoms(
-        numbers=structure.numbers,
-        positions=np.asarray(structure.positions, dtype=np.float64),
-        cell=np.asarray(structure.cell, dtype=np.float64),
-        pbc=structure.pbc,
-    )
-    results = {}
-    if structure.energy is not None:
-        results["energy"] = float(structure.energy)
-    if structure.forces is not None:
-        results["forces"] = np.asarray(structure.forces, dtype=np.float64)
-    if structure.stress is not None:
-        results["stress"] = np.asarray(structure.stress, dtype=np.float64)
-    if results:
-        atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
 
 
 class MolecularDataset(Dataset):

@@ -44,3 +44,37 @@ class Structure:
     def labels(self) -> dict:
         """The labels this structure carries, by name (only those that are not None)."""
         return {k: getattr(self, k) for k in LABEL_NAMES if getattr(self, k) is not None}
+
+
+def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False):
+    """An ``ase.Atoms`` whose SinglePointCalculator returns the structure's labels (float64).
+
+    ASE keeps stress as the 6 Voigt components; ``symmetric_stress=True`` (used by writers, where
+    that is what gets stored) refuses a stress that is not exactly symmetric instead of averaging it.
+    """
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    atoms = Atoms(
+        numbers=np.asarray(structure.numbers),
+        positions=np.asarray(structure.positions, dtype=np.float64),
+        cell=np.asarray(structure.cell, dtype=np.float64),
+        pbc=np.asarray(structure.pbc, dtype=bool),
+    )
+    results = {}
+    if structure.energy is not None:
+        results["energy"] = float(structure.energy)
+    if structure.forces is not None:
+        results["forces"] = np.asarray(structure.forces, dtype=np.float64)
+    if structure.stress is not None:
+        stress = np.asarray(structure.stress, dtype=np.float64)
+        if symmetric_stress and not np.array_equal(stress, stress.T):
+            raise ValueError(
+                "key 'stress': stress is not symmetric; ASE formats store the 6 Voigt components "
+                "only — write 'hdf5' (or 'packed') to keep all 9 values"
+            )
+        results["stress"] = full_3x3_to_voigt_6_stress(stress)
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from .errors import format_error
-from .structure import Structure
+from .structure import Structure, structure_to_atoms
 
 WRITE_FORMATS = ("ase", "xyz", "hdf5", "packed")
 
@@ -67,38 +67,13 @@ def _finite(structures: Iterable[Structure], path: Path) -> Iterator[Structure]:
         yield s
 
 
-def _voigt(stress: np.ndarray, index: int) -> np.ndarray:
-    """[3, 3] stress -> ASE Voigt 6 (xx, yy, zz, yz, xz, xy); ValueError when not symmetric."""
-    s = np.asarray(stress, dtype=np.float64)
-    if not np.array_equal(s, s.T):
-        raise ValueError(
-            f"structure {index}, key 'stress': stress is not symmetric; ASE formats store the 6 "
-            "Voigt components only — write 'hdf5' (or 'packed') to keep all 9 values"
-        )
-    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-
-
 def to_atoms(structure: Structure, index: int = 0):
-    """``ase.Atoms`` with a ``SinglePointCalculator`` holding the structure's labels (float64)."""
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    atoms = Atoms(
-        numbers=np.asarray(structure.numbers),
-        positions=np.asarray(structure.positions, dtype=np.float64),
-        cell=np.asarray(structure.cell, dtype=np.float64),
-        pbc=np.asarray(structure.pbc, dtype=bool),
-    )
-    results = {}
-    if structure.energy is not None:
-        results["energy"] = float(structure.energy)
-    if structure.forces is not None:
-        results["forces"] = np.asarray(structure.forces, dtype=np.float64)
-    if structure.stress is not None:
-        results["stress"] = _voigt(structure.stress, index)
-    if results:
-        atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
+    """``ase.Atoms`` holding the structure's labels in a SinglePointCalculator (float64); a stress
+    that is not exactly symmetric is refused (ASE formats keep 6 Voigt components only)."""
+    try:
+        return structure_to_atoms(structure, symmetric_stress=True)
+    except ValueError as exc:
+        raise ValueError(f"structure {index}, {exc}") from None
 
 
 # -- ASE database ------------------------------------------------------------------------
@@ -117,19 +92,13 @@ def _write_ase(path: Path, structures: Iterable[Structure]) -> int:
 # -- extended XYZ ------------------------------------------------------------------------
 def _xyz_frame(structure: Structure, index: int) -> str:
     """One extended-XYZ frame with every float written exactly (shortest round-trip repr)."""
-    from ase import Atoms
     from ase.io.extxyz import output_column_format
 
-    atoms = Atoms(
-        numbers=np.asarray(structure.numbers),
-        positions=np.asarray(structure.positions, dtype=np.float64),
-        cell=np.asarray(structure.cell, dtype=np.float64),
-        pbc=np.asarray(structure.pbc, dtype=bool),
-    )
+    atoms = to_atoms(structure, index)  # refuses an asymmetric stress, as for the db
+    atoms.calc = None  # labels go to the header (info) and the forces column, written exactly
     if structure.energy is not None:
         atoms.info["energy"] = float(structure.energy)
     if structure.stress is not None:
-        _voigt(structure.stress, index)  # refuse an asymmetric stress, as for the db
         atoms.info["stress"] = np.asarray(structure.stress, dtype=np.float64)
     columns = ["symbols", "positions"]
     arrays = {"symbols": np.array(atoms.get_chemical_symbols()), "positions": atoms.positions}
