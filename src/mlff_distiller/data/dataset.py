@@ -21,8 +21,8 @@ from .readers.multi import is_many, open_many
 from .packed import PackedStore, build_store
 from .readers.base import Reader, check_configured_keys
 from .stats import compute_statistics
-from .structure import LABEL_NAMES, Structure, structure_to_atoms
-from .structure_batch import SampleList, StructureBatch
+from .structure import Structure, structure_to_atoms
+from .structure_batch import SampleList, StructureBatch, sample_dict
 
 PathLike = Union[str, os.PathLike]
 
@@ -145,23 +145,9 @@ class MolecularDataset(Dataset):
     def __len__(self) -> int:
         return self._len
 
-    def _float(self, array) -> torch.Tensor:
-        return torch.tensor(np.asarray(array), dtype=self.dtype)
-
     def to_sample(self, structure: Structure, index: int, with_atoms: bool) -> dict:
         """The sample dict of ``structure`` (fresh tensors: transforms may change them freely)."""
-        sample = {
-            "positions": self._float(structure.positions),
-            "species": torch.tensor(np.asarray(structure.numbers), dtype=torch.int64),
-            "cell": self._float(structure.cell),
-            "pbc": torch.tensor(np.asarray(structure.pbc), dtype=torch.bool),
-            "natoms": torch.tensor(structure.natoms, dtype=torch.int64),
-            "idx": torch.tensor(index, dtype=torch.int64),
-        }
-        for label in LABEL_NAMES:
-            value = getattr(structure, label)
-            if value is not None:
-                sample[label] = self._float(value)
+        sample = sample_dict(structure, index, self.dtype)
         if with_atoms:
             sample["atoms"] = structure_to_atoms(structure)
         if self.transform is not None:
