@@ -214,3 +214,33 @@ def test_dropping_a_dataset_closes_its_file(fmt, data_files):
     run = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "ResourceWarning" not in run.stderr
+
+
+def test_explicit_key_first_present_late_in_the_file(tmp_path):
+    """stress only on the periodic frames at the end (as in janus-core's mlip_train.xyz): still loads."""
+    from ase.build import bulk, molecule
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for k in range(30):
+        atoms = molecule("CH4") if k < 28 else bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.01, seed=k)
+        atoms.calc = EMT()
+        atoms.info["dft_energy"] = atoms.get_potential_energy()
+        atoms.arrays["dft_forces"] = atoms.get_forces()
+        if atoms.pbc.all():
+            atoms.info["dft_stress"] = atoms.get_stress()
+        atoms.calc = None
+        frames.append(atoms)
+    path = tmp_path / "late.xyz"
+    write(path, frames)
+    keys = dict(energy_key="dft_energy", forces_key="dft_forces", stress_key="dft_stress")
+    ds = MolecularDataset(path, format="xyz", dtype=torch.float64, **keys)
+    assert "stress" in ds[-1] and "stress" not in ds[0]
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    assert np.array_equal(ds[-1]["stress"].numpy(), voigt_6_to_full_3x3_stress(read(path, -1).info["dft_stress"]))
+    with pytest.raises(KeyError, match=r"stress_key='no_stress' not found in any of its 30 structures.*dft_energy"):
+        MolecularDataset(path, format="xyz", **{**keys, "stress_key": "no_stress"})

@@ -126,21 +126,32 @@ class Reader(ABC):
         return f"{type(self).__name__}({self.display_path!r})"
 
 
-#: structures checked for an explicitly configured label key
+#: structures checked first for an explicitly configured label key, and the chunk size after them
 KEY_CHECK_STRUCTURES = 20
+SCAN_CHUNK = 1024
 
 
 def check_configured_keys(reader: Reader, first: int = KEY_CHECK_STRUCTURES) -> None:
-    """KeyError when a label key set explicitly (``energy_key='dft_energy'``...) is in none of the
-    first ``first`` structures, rather than silently treating the file as unlabeled. The message
-    lists the label-like keys the file does have."""
+    """KeyError when a label key set explicitly (``energy_key='dft_energy'``...) is in no structure,
+    rather than silently treating the file as unlabeled. The message lists the label-like keys the
+    file does have.
+
+    The first ``first`` structures settle the common case at once; a key not among them (stress
+    only on the periodic frames at the end of a file, say) is looked for in the rest, in chunks,
+    before the error is raised.
+    """
     explicit = [label for label in ("energy", "forces", "stress") if not reader.keys.is_default(label)]
-    n = min(len(reader), first)
-    if not explicit or n == 0:
+    total = len(reader)
+    if not explicit or total == 0:
         return
-    structures = reader.read_many(range(n))
-    missing = [label for label in explicit if all(getattr(s, label) is None for s in structures)]
+    missing = set(explicit)
+    start, chunk = 0, first
+    while missing and start < total:
+        stop = min(total, start + chunk)
+        for s in reader.read_many(range(start, stop)):
+            missing -= {label for label in missing if getattr(s, label) is not None}
+        start, chunk = stop, max(chunk, SCAN_CHUNK)
     if missing:
-        what = ", ".join(f"{label}_key={reader.keys.key(label)!r}" for label in missing)
-        found = sorted(set().union(*(reader.label_keys(i) for i in range(min(n, 3)))))
-        raise KeyError(f"{reader.display_path}: {what} not found in structures 0-{n - 1}; keys found: {found}")
+        what = ", ".join(f"{label}_key={reader.keys.key(label)!r}" for label in explicit if label in missing)
+        found = sorted(set().union(*(reader.label_keys(i) for i in range(min(total, 3)))))
+        raise KeyError(f"{reader.display_path}: {what} not found in any of its {total} structures; keys found: {found}")
