@@ -118,28 +118,23 @@ class MolecularDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {self._len} structures")
         return i
 
+    @property
+    def _source(self):
+        """Where structures are read from: the in-memory packed cache, else the reader."""
+        return self._cache if self._cache is not None else self.reader
+
     def get_structure(self, index: int) -> Structure:
         """Raw numpy arrays of structure ``index`` (units eV/Å, the file's float dtype)."""
-        i = self._normalize_index(index)
-        if self._cache is not None:
-            return self._cache.read(i)
-        return self.reader.read(i)
+        return self._source.read(self._normalize_index(index))
 
     def get_structures(self, indices: Sequence[int]) -> list[Structure]:
-        idx = [self._normalize_index(i) for i in indices]
-        if self._cache is not None:
-            return self._cache.read_many(idx)
-        return self.reader.read_many(idx)
+        return self._source.read_many([self._normalize_index(i) for i in indices])
 
     def _scan(self, indices: Iterable[int]) -> Iterator[Structure]:
         """Every structure of ``indices`` in order, read in chunks."""
         idx = list(indices)
         for start in range(0, len(idx), SCAN_CHUNK):
-            chunk = idx[start : start + SCAN_CHUNK]
-            if self._cache is not None:
-                yield from self._cache.read_many(chunk)
-            else:
-                yield from self.reader.read_many(chunk)
+            yield from self._source.read_many(idx[start : start + SCAN_CHUNK])
 
     # -- samples --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -194,16 +189,17 @@ class MolecularDataset(Dataset):
         if self.transform is None and not (self.return_atoms and self.atoms_in_batches):
             return self._sample_list(idx)
         with_atoms = self.return_atoms and self.atoms_in_batches
-        return [self.to_sample(s, int(i), with_atoms) for s, i in zip(self.get_structures(idx), idx)]
+        structures = self._source.read_many(idx.tolist())  # indices checked above
+        return [self.to_sample(s, int(i), with_atoms) for s, i in zip(structures, idx)]
 
     def _sample_list(self, idx: np.ndarray) -> SampleList:
         """``idx``: [B] int64 indices already checked to lie in ``[0, len)``."""
-        source = self._cache if self._cache is not None else self.reader
+        source = self._source
         read_batch = getattr(source, "read_batch", None)
         if read_batch is not None:
             batch = read_batch(idx, checked=True)
         else:
-            batch = StructureBatch.from_structures(self.get_structures(idx), idx)
+            batch = StructureBatch.from_structures(source.read_many(idx.tolist()), idx)
         cutoff = getattr(source, "cutoff", None) if batch.edge_index is not None else None
         return SampleList(batch, self.dtype, edges_cutoff=cutoff)
 
