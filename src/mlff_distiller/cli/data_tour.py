@@ -48,14 +48,14 @@ def run_demo(
     from rich.panel import Panel
     from rich.table import Table
 
-    from .cli import collect_warnings, human_size, progress, render_statistics
-    from .data.dataset import MolecularDataset
-    from .data.readers import open_reader
-    from .data.stats import compute_statistics
-    from .data.writers import structure_difference, write_structures
-    from .generate import iter_dataset
-    from .throughput import throughput_table, time_loader
-    from .validate import validate_reader
+    from .render import collect_warnings, human_size, progress, render_statistics
+    from ..data.dataset import MolecularDataset
+    from ..data.readers import open_reader
+    from ..data.stats import compute_statistics
+    from ..data.writers import structure_difference, write_structures
+    from ..generate import iter_dataset
+    from ..throughput import throughput_table, time_loader
+    from ..validate import validate_reader
 
     console = console or Console(highlight=False)
     t_start = time.perf_counter()
@@ -128,7 +128,7 @@ def run_demo(
 
     # 5. loaders ----------------------------------------------------------------------------
     console.rule("[bold]5 · PyTorch loaders")
-    from .data.loader import MolecularDataLoader
+    from ..data.loader import MolecularDataLoader
 
     dataset = MolecularDataset(paths["packed"], format="packed", return_atoms=False)
     for padded in (True, False):

@@ -1,0 +1,19 @@
+"""The ``mlff-distiller`` command line: one module per subcommand, registered on one click group.
+
+``mlff_distiller.cli.main`` is the console-script entry point; ``python -m mlff_distiller.cli`` runs it too.
+"""
+
+from __future__ import annotations
+
+from .app import cli, main
+from .bench import bench
+from .convert import convert
+from .demo import demo
+from .generate import generate
+from .stats import stats
+from .validate import validate
+
+for _command in (generate, stats, convert, validate, bench, demo):
+    cli.add_command(_command)
+
+__all__ = ["cli", "main"]

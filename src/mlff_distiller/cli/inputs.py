@@ -1,0 +1,76 @@
+"""Opening the inputs of a subcommand (files, URLs, globs) and naming them safely."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from .errors import InputError
+
+
+def require_input(paths: Sequence[str]) -> None:
+    """FileNotFoundError for a missing local input (before any slow import); URLs and glob
+    patterns pass (a pattern matching nothing is reported when it is expanded)."""
+    from ..data.readers.db_connection import is_url
+    from ..data.readers.multi import is_glob
+
+    for path in paths:
+        if not is_url(path) and not is_glob(path) and not os.path.exists(path):
+            raise FileNotFoundError(2, "no such file or directory", path)
+
+
+def data_path(paths: Sequence[str]):
+    """What ``open_many``/``MolecularDataset`` take: one path (file, URL or glob) or a list."""
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
+def open_input(paths: Sequence[str], fmt: Optional[str], keys: dict):
+    """One reader over ``paths`` (one file or URL; a glob pattern or several files as one dataset)."""
+    from ..data.readers import open_reader
+    from ..data.readers.multi import is_many, open_many
+
+    path = data_path(paths)
+    if is_many(path):
+        return open_many(path, fmt, **keys)
+    return open_reader(path, fmt, **keys)
+
+
+def shown_path(paths: Sequence[str]) -> str:
+    """The input as given on the command line, database passwords replaced by ``***``."""
+    from ..data.readers.db_connection import mask_password
+
+    return " ".join(mask_password(p) for p in paths)
+
+
+def member_files(reader) -> list[str]:
+    """The files a reader reads (several for a glob or list), passwords hidden."""
+    return list(getattr(reader, "paths", None) or [reader.display_path])
+
+
+def refuse_url_output(path: str) -> None:
+    """The writers write local files only: a database URL as output is an error (password hidden)."""
+    from ..data.readers.db_connection import is_url, mask_password
+
+    if is_url(path):
+        raise InputError(f"{mask_password(path)}: writing to a database URL is not supported; write a local file")
+
+
+def describe_format(reader) -> str:
+    """The reader's format, with the HDF5 layout it detected: ``hdf5 (packed)``, ``xyz``..."""
+    layout = getattr(reader, "layout_name", None)
+    return f"{reader.format_name} ({layout})" if layout else reader.format_name
+
+
+def format_of(path: Path, fmt: Optional[str]) -> str:
+    """The output format: ``fmt`` normalised, or guessed from the suffix of ``path``."""
+    from ..data.readers import guess_format, normalize_format
+
+    return normalize_format(fmt) if fmt else guess_format(path)
+
+
+def scan(reader, chunk: int = 256) -> Iterator:
+    """Every structure of ``reader`` in order, read ``chunk`` at a time."""
+    n = len(reader)
+    for start in range(0, n, chunk):
+        yield from reader.read_many(range(start, min(start + chunk, n)))
