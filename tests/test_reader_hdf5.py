@@ -290,7 +290,7 @@ def _foreign_file(path):
 
 @pytest.mark.parametrize("layout", FORCEABLE)
 def test_forced_layout_on_a_foreign_file_is_refused(tmp_path, layout):
-    from mlff_distiller.data.readers.hdf5_layouts import normalize_layout, supported_layouts
+    from mlff_distiller.data.readers.hdf5.layouts import normalize_layout, supported_layouts
 
     path = _foreign_file(tmp_path / "unk.h5")
     with pytest.raises(DataFormatError) as err:

@@ -12,7 +12,7 @@ from .errors import InputError
 def require_input(paths: Sequence[str]) -> None:
     """FileNotFoundError for a missing local input (before any slow import); URLs and glob
     patterns pass (a pattern matching nothing is reported when it is expanded)."""
-    from ..data.readers.db_connection import is_url
+    from ..data.readers.ase_db.connection import is_url
     from ..data.readers.multi import is_glob
 
     for path in paths:
@@ -38,7 +38,7 @@ def open_input(paths: Sequence[str], fmt: Optional[str], keys: dict):
 
 def shown_path(paths: Sequence[str]) -> str:
     """The input as given on the command line, database passwords replaced by ``***``."""
-    from ..data.readers.db_connection import mask_password
+    from ..data.readers.ase_db.connection import mask_password
 
     return " ".join(mask_password(p) for p in paths)
 
@@ -50,7 +50,7 @@ def member_files(reader) -> list[str]:
 
 def refuse_url_output(path: str) -> None:
     """The writers write local files only: a database URL as output is an error (password hidden)."""
-    from ..data.readers.db_connection import is_url, mask_password
+    from ..data.readers.ase_db.connection import is_url, mask_password
 
     if is_url(path):
         raise InputError(f"{mask_password(path)}: writing to a database URL is not supported; write a local file")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..structure import Structure
 from .base import Reader
-from .db_connection import is_url, mask_password, secret_parts
+from .ase_db.connection import is_url, mask_password, secret_parts
 
 PathLike = Union[str, os.PathLike]
 PathsLike = Union[PathLike, Sequence[PathLike]]

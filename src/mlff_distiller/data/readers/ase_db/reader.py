@@ -24,13 +24,13 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataFormatError
-from ..labels import finalize_labels
-from ..structure import LABEL_NAMES, Structure
-from .base import Reader
-from .db_connection import DbHandle, DbLocation, is_url, mask_password, secret_parts
-from .db_rows import CALC_COLUMNS, RawRow, decode_data_value, raw_from_atomsrow, raw_from_tuple
-from .db_units import read_db_units
+from ...errors import DataFormatError
+from ...labels import finalize_labels
+from ...structure import LABEL_NAMES, Structure
+from ..base import Reader
+from .connection import DbHandle, DbLocation, is_url, mask_password, secret_parts
+from .rows import CALC_COLUMNS, RawRow, decode_data_value, raw_from_atomsrow, raw_from_tuple
+from .units import read_db_units
 
 #: rows fetched per SQL query by ``read_many``
 _ROWS_PER_QUERY = 500

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5g, h5s, h5t
 
-from ...structure import Structure
+from ....structure import Structure
 from ._h5 import DatasetReader, member_names, natural_sorted
 from .base import H5Files, Layout, LayoutContext
 

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5g
 
-from ...structure import Structure
+from ....structure import Structure
 from ._h5 import DatasetReader, is_none_marker, member_names
 from .base import H5Files, Layout, LayoutContext
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataFormatError
+from ...errors import DataFormatError
 
 #: calculator results ASE stores as columns of its ``systems`` table
 CALC_COLUMNS = ("energy", "free_energy", "forces", "stress", "dipole", "magmoms", "magmom", "charges")

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from ase import units
 
-from ..errors import format_error
+from ...errors import format_error
 
 #: energy unit name (lower case) -> eV per unit
 ENERGY_UNITS: dict[str, float] = {

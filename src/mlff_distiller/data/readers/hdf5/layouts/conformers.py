@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 from h5py import h5g
 
-from ...structure import Structure
-from ...units import Conversion
+from ....structure import Structure
+from ....units import Conversion
 from ._h5 import DatasetReader, natural_sorted
 from .base import H5Files, Layout, LayoutContext, apply, molecule_cell, to_numbers, unit_attr
 

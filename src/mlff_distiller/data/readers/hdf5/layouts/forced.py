@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import h5py
 
-from ...errors import DataFormatError
+from ....errors import DataFormatError
 from ._h5 import list_tree
 
 if TYPE_CHECKING:  # pragma: no cover

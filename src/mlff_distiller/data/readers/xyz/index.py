@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import format_error
+from ...errors import format_error
 
 
 class _Lines:

@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from ...errors import DataFormatError, format_error
-from ...labels import LabelKeys, finalize_labels
-from ...structure import Structure
-from ...units import Conversion, UnitError, conversion
+from ....errors import DataFormatError, format_error
+from ....labels import LabelKeys, finalize_labels
+from ....structure import Structure
+from ....units import Conversion, UnitError, conversion
 from ._h5 import DtypeCache, as_text, natural_sorted
 from .forced import not_this_layout
 

@@ -18,8 +18,8 @@ import numpy as np
 from ase.data import atomic_numbers
 from ase.io.extxyz import REV_PROPERTY_NAME_MAP
 
-from ..errors import format_error
-from .xyz_comment import parse_comment
+from ...errors import format_error
+from .comment import parse_comment
 
 _PLAIN_PROPERTIES = "species:S:1:pos:R:3"
 _PLAIN_WITH_FORCES = "species:S:1:pos:R:3:forces:R:3"

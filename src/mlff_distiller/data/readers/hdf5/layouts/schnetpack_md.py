@@ -30,8 +30,8 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ...structure import Structure
-from ...units import Conversion
+from ....structure import Structure
+from ....units import Conversion
 from .base import H5Files, Layout, LayoutContext, apply, molecule_cell, to_numbers
 
 V1_ATTRS = ("n_replicas", "n_molecules", "n_atoms", "atom_types", "entries")

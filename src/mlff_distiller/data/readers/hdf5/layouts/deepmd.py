@@ -21,7 +21,7 @@ import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 from h5py import h5g
 
-from ...structure import Structure
+from ....structure import Structure
 from ._h5 import DatasetReader, as_text, natural_sorted
 from .base import H5Files, Layout, LayoutContext, molecule_cell, to_numbers
 

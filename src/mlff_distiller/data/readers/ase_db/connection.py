@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import DataFormatError, format_error
+from ...errors import DataFormatError, format_error
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: file suffixes ase.db.connect opens with a backend other than SQLite

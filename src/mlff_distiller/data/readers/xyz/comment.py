@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from ase.io.extxyz import key_val_str_to_dict
 
-from ..errors import format_error
+from ...errors import format_error
 
 _VOIGT_KEYS = re.compile(r"(?<!\S)(stress|virial)(?=\s*=)")
 _VOIGT_PREFIX = "__mlffd_voigt_"

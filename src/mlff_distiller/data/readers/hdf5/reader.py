@@ -23,10 +23,10 @@ from typing import Optional, Sequence
 import h5py
 import numpy as np
 
-from ..errors import DataFormatError
-from ..structure import Structure
-from .base import Reader
-from .hdf5_layouts import (
+from ...errors import DataFormatError
+from ...structure import Structure
+from ..base import Reader
+from .layouts import (
     PACKED,
     H5Files,
     LayoutContext,
@@ -35,8 +35,8 @@ from .hdf5_layouts import (
     normalize_layout,
     supported_layouts,
 )
-from .hdf5_layouts._h5 import list_tree
-from .hdf5_layouts.paths import resolve_paths
+from .layouts._h5 import list_tree
+from .layouts.paths import resolve_paths
 
 
 class Hdf5Reader(Reader):
@@ -83,7 +83,7 @@ class Hdf5Reader(Reader):
                 raise DataFormatError(f"{self.path}: a packed dataset is one file, got {len(self.paths)} files")
             if nan_as_missing:
                 raise TypeError("nan_as_missing does not apply to packed files (their labels were validated when packed)")
-            from .packed import PackedReader
+            from ..packed import PackedReader
 
             self._delegate = PackedReader(
                 self.paths[0], energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **options

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..labels import LabelKeys, is_virial_key
-from ..structure import LABEL_NAMES
-from ..units import UnitError, conversion
-from .db_rows import ErrorFn
+from ...labels import LabelKeys, is_virial_key
+from ...structure import LABEL_NAMES
+from ...units import UnitError, conversion
+from .rows import ErrorFn
 
 
 @dataclass

@@ -42,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import format_error
-from ..labels import finalize_labels
-from ..structure import Structure
-from .base import Reader
-from .xyz_comment import is_numeric, parse_comment, split_comment, stress_value
-from .xyz_frame import Frame, column_layout, parse_frame
-from .xyz_index import index_frames
-from .xyz_units import UNIT_KEYS, convert_units, energy_factor, force_factor, scan_units
+from ...errors import format_error
+from ...labels import finalize_labels
+from ...structure import Structure
+from ..base import Reader
+from .comment import is_numeric, parse_comment, split_comment, stress_value
+from .frame import Frame, column_layout, parse_frame
+from .index import index_frames
+from .units import UNIT_KEYS, convert_units, energy_factor, force_factor, scan_units
 
 
 class XyzReader(Reader):
