@@ -33,6 +33,15 @@ CUTOFF = 4.0
 MODELS = available_models()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest (and fair to other processes); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_model(name: str, dtype=torch.float64, seed: int = 0) -> StudentModel:
     torch.manual_seed(seed)
     model = build_model(name, species=SPECIES, cutoff=CUTOFF, dtype=dtype, hidden=16, layers=2, rbf=8)
@@ -60,7 +69,7 @@ def energy_of(model, atoms) -> float:
 
 
 def test_available_models_names():
-    assert {"schnet"} <= set(MODELS)
+    assert {"schnet", "painn"} <= set(MODELS)
     assert all(name == name.lower() for name in MODELS)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from .base import StudentModel, parse_dtype
+from .painn import PaiNN
 from .schnet import SchNet
 
 __all__ = ["build_model", "available_models", "register_model"]
@@ -45,3 +46,4 @@ def build_model(name: str, *, species: Sequence[int], cutoff: float, dtype: Any 
 
 
 register_model(SchNet)
+register_model(PaiNN)
