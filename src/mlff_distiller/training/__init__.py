@@ -1,0 +1,43 @@
+"""Training students on teacher labels with Lightning (CONTRACTS.md section 5).
+
+>>> from mlff_distiller.training import train                           # doctest: +SKIP
+>>> result = train("labels.db", model="schnet", out_dir="run", epochs=50)  # doctest: +SKIP
+>>> result.student, result.best_metrics["val_forces_mae"]              # doctest: +SKIP
+(PosixPath('run/student.safetensors'), 41.2)
+
+Modules: ``config`` (TrainConfig, LossWeights), ``data`` (split, training-split statistics,
+LightningDataModule), ``losses`` (label-masked, normalised, DDP-exact), ``metrics`` (MAE/RMSE),
+``schedules`` (Hessian weight decay), ``ema`` (EMA callback), ``module`` (LightningModule),
+``runner`` (``train``, export, metrics CSV), ``provenance`` (teacher info, data fingerprint).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "train": "runner",
+    "TrainResult": "runner",
+    "export_student": "runner",
+    "TrainConfig": "config",
+    "LossWeights": "config",
+    "LossScales": "losses",
+    "StudentModule": "module",
+    "StudentDataModule": "data",
+    "TrainingData": "data",
+    "HessianWeightSchedule": "schedules",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
