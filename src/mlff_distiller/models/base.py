@@ -2,7 +2,7 @@
 
 A student maps a graph batch (CONTRACTS.md section 1) to per-atom energies
 
-    E_atom = E0[Z] + shift + scale * network(Z, edge vectors)      (eV)
+    E_atom = E0[Z] + shift + scale * (network(Z, edge vectors) - network(Z, no neighbors))   (eV)
 
 and per-structure energies (their sum). The network sees the structure only through its edge
 vectors ``D = positions[j] - positions[i] + shifts @ cell`` [E, 3] Å, so forces, stress and
@@ -129,7 +129,7 @@ class StudentModel(nn.Module):
         self.reference_energies.copy_(values.to(self.reference_energies))
 
     def set_scale_shift(self, scale: float, shift: float) -> None:
-        """Per-atom energy = E0[Z] + shift + scale * network output (eV)."""
+        """Per-atom energy = E0[Z] + shift + scale * network output (eV; see ``atomic_energies``)."""
         scale, shift = float(scale), float(shift)
         if not (torch.isfinite(torch.tensor([scale, shift])).all() and scale != 0.0):
             raise ValueError(f"scale must be finite and non-zero and shift finite, got scale={scale}, shift={shift}")
@@ -153,13 +153,24 @@ class StudentModel(nn.Module):
         edge vectors [E, 3] Å and ``edge_index`` [2, E]."""
         raise NotImplementedError
 
+    def isolated_outputs(self) -> torch.Tensor:
+        """Network output of an atom without neighbors, per entry of ``species`` [S]."""
+        idx = torch.arange(len(self.species), device=self.device)
+        empty = torch.zeros((0, 3), dtype=self.dtype, device=self.device)
+        return self.node_outputs(idx, empty, torch.zeros((2, 0), dtype=torch.int64, device=self.device))
+
     def atomic_energies(self, batch: Mapping[str, torch.Tensor], vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Per-atom energies [T] eV. ``vectors``: precomputed edge vectors [E, 3] (else computed)."""
+        """Per-atom energies [T] eV. ``vectors``: precomputed edge vectors [E, 3] (else computed).
+
+        The network output of an isolated atom is subtracted, so an atom without neighbors has
+        exactly ``E0[Z] + shift``; the network describes interactions only.
+        """
         if vectors is None:
             vectors = edge_vectors(batch, self.dtype)
         idx = self.species_index(batch["species"])
         out = self.node_outputs(idx, vectors, batch["edge_index"])
-        return (self.reference_energies + self.shift).index_select(0, idx) + self.scale * out
+        offsets = self.reference_energies + self.shift - self.scale * self.isolated_outputs()  # [S]
+        return offsets.index_select(0, idx) + self.scale * out
 
     def forward(self, batch: Mapping[str, torch.Tensor], vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-structure energies [B] eV."""
