@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,6 +50,33 @@ def limit_threads(threads: Optional[int]) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(int(threads))
+
+
+@contextmanager
+def thread_limits(threads: Optional[int]):
+    """Within: torch and every loaded OpenMP/BLAS runtime use ``threads`` threads (restored after).
+
+    Besides speed, this makes labels reproducible: tblite's OpenMP reductions differ in the last bits
+    between runs with more than one thread."""
+    if threads is None:
+        yield
+        return
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    limit_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        threadpool_limits = None
+    try:
+        if threadpool_limits is None:
+            yield
+        else:
+            with threadpool_limits(limits=int(threads)):
+                yield
+    finally:
+        if before is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class Labeler:
@@ -98,7 +126,8 @@ class Labeler:
     def label(self, task: list) -> tuple[list, float]:
         """``([(index, Structure | failure dict)], seconds spent)`` for the items of ``task``."""
         t0 = time.perf_counter()
-        out = [self.label_one(item) for item in task]
+        with thread_limits(self.threads):
+            out = [self.label_one(item) for item in task]
         return out, time.perf_counter() - t0
 
 
