@@ -81,6 +81,7 @@ class StudentModel(nn.Module):
         table = torch.full((MAX_Z + 2,), -1, dtype=torch.int64)  # last entry: any Z > MAX_Z
         table[torch.tensor(species)] = torch.arange(len(species))
         self.register_buffer("z_to_index", table, persistent=False)
+        self.register_buffer("species_range", torch.arange(len(species)), persistent=False)
         self.register_buffer("reference_energies", torch.zeros(len(species), dtype=self._dtype))
         self.register_buffer("scale", torch.ones((), dtype=self._dtype))
         self.register_buffer("shift", torch.zeros((), dtype=self._dtype))
@@ -163,14 +164,17 @@ class StudentModel(nn.Module):
         """Per-atom energies [T] eV. ``vectors``: precomputed edge vectors [E, 3] (else computed).
 
         The network output of an isolated atom is subtracted, so an atom without neighbors has
-        exactly ``E0[Z] + shift``; the network describes interactions only.
+        exactly ``E0[Z] + shift``; the network describes interactions only. The isolated outputs
+        come from S extra edgeless nodes (one per species) appended to the graph: the same tensor
+        ops as the structure itself, S rows more.
         """
         if vectors is None:
             vectors = edge_vectors(batch, self.dtype)
         idx = self.species_index(batch["species"])
-        out = self.node_outputs(idx, vectors, batch["edge_index"])
-        offsets = self.reference_energies + self.shift - self.scale * self.isolated_outputs()  # [S]
-        return offsets.index_select(0, idx) + self.scale * out
+        n_atoms = idx.shape[0]
+        out = self.node_outputs(torch.cat([idx, self.species_range]), vectors, batch["edge_index"])
+        interaction = out[:n_atoms] - out[n_atoms:].index_select(0, idx)
+        return (self.reference_energies + self.shift).index_select(0, idx) + self.scale * interaction
 
     def forward(self, batch: Mapping[str, torch.Tensor], vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-structure energies [B] eV."""
