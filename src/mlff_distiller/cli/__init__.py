@@ -9,11 +9,13 @@ from .app import cli, main
 from .bench import bench
 from .convert import convert
 from .demo import demo
+from .distill import distill
+from .evaluate import evaluate
 from .generate import generate
 from .stats import stats
 from .validate import validate
 
-for _command in (generate, stats, convert, validate, bench, demo):
+for _command in (generate, stats, convert, validate, bench, demo, distill, evaluate):
     cli.add_command(_command)
 
 __all__ = ["cli", "main"]

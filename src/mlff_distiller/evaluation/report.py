@@ -152,7 +152,7 @@ def render_markdown(report: dict, title: str = "Distillation report") -> str:
             ("length", f"{md['steps_done']} of {md['steps']} steps × {md['timestep_fs']} fs = {md['time_ps']:.3g} ps"),
             ("initial temperature", f"{md['temperature_K']:.0f} K (Maxwell-Boltzmann)"),
             ("energy drift (linear fit)", f"{_f(md['drift_ev_per_atom_per_ps'], '.4g', 1e3)} meV/atom/ps"),
-            ("largest |E(t) − E(0)|", f"{_f(md['max_abs_energy_change_ev_per_atom'], '.4g', 1e3)} meV/atom"),
+            ("largest deviation of E(t) from E(0)", f"{_f(md['max_abs_energy_change_ev_per_atom'], '.4g', 1e3)} meV/atom"),
             ("closest approach", f"{md['min_distance']:.3f} Å (threshold {md['min_distance_threshold']} Å)"),
             ("temperature", f"mean {md['mean_temperature']:.0f} K, max {md['max_temperature']:.0f} K "
                             f"(bound {md['max_temperature_allowed']:.0f} K)"),
