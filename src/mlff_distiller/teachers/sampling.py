@@ -31,6 +31,9 @@ from ase import Atoms, units
 METHODS: tuple[str, ...] = ("seed", "md", "rattle", "strain", "relax")
 _CODES = {m: k for k, m in enumerate(METHODS)}
 _OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
+#: friction (1/fs) of the MD equilibration steps, and how long they last by default (fs)
+EQUILIBRATION_FRICTION = 0.1
+EQUILIBRATION_FS = 100.0
 
 
 def group_rng(seed: int, seed_index: int, method: str, temperature_index: int = 0) -> np.random.Generator:
@@ -132,19 +135,26 @@ def md_samples(atoms: Atoms, calc, rng: np.random.Generator, *, n: int, temperat
     """``(step, frame)`` for n Langevin frames ``interval`` steps apart after ``equilibration`` steps.
 
     Momenta start Maxwell-Boltzmann at ``temperature_K``; ``fixcm=False`` (ASE's default ``fixcm=True``
-    overheats the hydrogens of small molecules)."""
+    overheats the hydrogens of small molecules). The equilibration steps use a strong friction
+    (at least ``EQUILIBRATION_FRICTION``) so that the potential energy fills up quickly; the frames are
+    taken with ``friction_per_fs``."""
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    try:  # ASE >= 3.28
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     work = atoms.copy()
     work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature_K, rng=rng)
+    thermalize_momenta(work, temperature_K=temperature_K, rng=rng)
     dyn = Langevin(work, timestep=(timestep_fs or default_timestep_fs(work)) * units.fs, temperature_K=temperature_K,
-                   friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+                   friction=max(friction_per_fs, EQUILIBRATION_FRICTION) / units.fs, fixcm=False, rng=rng)
     step = 0
     if equilibration:
         dyn.run(equilibration)
         step += equilibration
+    dyn.set_friction(friction_per_fs / units.fs)
     for _ in range(n):
         dyn.run(interval)
         step += interval
@@ -284,8 +294,8 @@ def _plan(seed_atoms, teacher, methods, temperatures, n, seed, rattle_sigma, max
                     calc = teacher.calculator() if calc is None else calc
                     dt = timestep_fs or default_timestep_fs(base)
                     equilibration = md_equilibration
-                    if equilibration is None:  # two relaxation times of the thermostat
-                        equilibration = int(math.ceil(2.0 / friction_per_fs / dt)) if friction_per_fs > 0 else 0
+                    if equilibration is None:
+                        equilibration = int(math.ceil(EQUILIBRATION_FS / dt))
                     for step, atoms in md_samples(base, calc, group_rng(seed, i, method, t_index), n=n,
                                                   temperature_K=temperature, interval=md_interval,
                                                   equilibration=equilibration, timestep_fs=dt,
@@ -310,8 +320,8 @@ def sample_structures(seeds, teacher=None, *, methods: Sequence[str] = ("md",), 
     n:            samples per seed structure, method and temperature
     seed:         run seed; the same seed gives the same samples
     options:      ``md_interval`` (steps between frames, 10), ``md_equilibration`` (steps before the first
-                  frame; default two thermostat relaxation times, 2/friction), ``timestep_fs`` (0.5 with H,
-                  else 2), ``friction_per_fs`` (0.02), ``relax_steps`` (5),
+                  frame, run with friction 0.1/fs; default 100 fs), ``timestep_fs`` (0.5 with H, else 2),
+                  ``friction_per_fs`` (0.02, while frames are taken), ``relax_steps`` (5),
                   ``relax_fmax`` (0.05 eV/Å), ``relax_optimizer`` ("FIRE", "BFGS", "LBFGS"), ``strain_sigma``,
                   ``keep_labels`` (True: MD/relax samples keep the teacher's results)
 
