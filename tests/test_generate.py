@@ -47,18 +47,28 @@ def test_labels_equal_a_fresh_emt_calculation(dataset):
             assert s.stress is None
 
 
+def test_provenance(dataset):
+    """sample + label in one: each run is one sample group, MD steps count up, the teacher's per-atom energies."""
+    for k, s in enumerate(dataset):
+        run, frame = divmod(k, 5)
+        assert s.extras["sample_method"] == "md" and s.extras["sample_seed"] == run
+        assert s.extras["sample_group"] == f"run{run}" and s.extras["sample_step"] == 4 * frame
+        assert s.extras["sample_temperature"] == 300.0
+        np.testing.assert_allclose(s.extras["energies"].sum(), float(s.energy), rtol=1e-12)
+
+
 def test_kinds_geometry_and_md(dataset):
-    kinds = [s.extras["kind"] for s in dataset]
+    kinds = [s.extras["config_type"] for s in dataset]
     assert kinds == ["bulk"] * 5 + ["cluster"] * 5 + ["molecule"] * 5
     for s in dataset:
         assert s.positions.dtype == np.float64 and s.numbers.dtype == np.int64
         assert s.positions.shape == (s.natoms, 3) and s.forces.shape == (s.natoms, 3)
         assert s.natoms <= 64
-        if s.extras["kind"] == "bulk":
+        if s.extras["config_type"] == "bulk":
             assert s.pbc.all() and abs(np.linalg.det(s.cell)) > 1.0
         else:
             assert not s.pbc.any() and not s.cell.any()
-        if s.extras["kind"] == "molecule":
+        if s.extras["config_type"] == "molecule":
             assert set(s.numbers.tolist()) <= {1, 6, 7, 8}
     # snapshots of one run: same atoms, moved by the MD
     run = dataset[:5]
@@ -68,7 +78,7 @@ def test_kinds_geometry_and_md(dataset):
 
 def test_max_atoms_and_kinds_option():
     small = generate_dataset(6, seed=0, kinds=("bulk", "cluster"), max_atoms=20, snapshots_per_run=2)
-    assert [s.extras["kind"] for s in small] == ["bulk", "bulk", "cluster", "cluster"] * 1 + ["bulk", "bulk"]
+    assert [s.extras["config_type"] for s in small] == ["bulk", "bulk", "cluster", "cluster"] * 1 + ["bulk", "bulk"]
     assert max(s.natoms for s in small) <= 20
     with pytest.raises(ValueError, match="too small for a cluster"):
         iter_dataset(3, kinds=("cluster",), max_atoms=10)
@@ -93,7 +103,7 @@ def test_teacher_by_import_path_with_kwargs():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("effective-medium", "expected 'module:Class'"),
+        ("effective-medium", "unknown teacher 'effective-medium'.*'module:Class'"),
         ("ase.calculators.emt:Nope", "has no attribute"),
         ("no_such_module:Calc", "cannot import module"),
     ],

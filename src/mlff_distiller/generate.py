@@ -1,4 +1,8 @@
-"""Build a teacher-labeled dataset: sample structures, run a short MD per structure, label snapshots.
+"""Build a teacher-labeled dataset of built-in prototypes: ``sample`` + ``label`` in one call (EMT by default).
+
+A compatible shortcut over ``mlff_distiller.teachers``: teachers come from ``teachers.get_teacher``, every
+snapshot is labeled by ``teachers.label_structure`` (an MD frame keeps the teacher call the MD made for it
+instead of being labeled twice), and carries the provenance keys of the teachers package.
 
 Each *run* starts from one prototype — a rattled and strained bulk supercell of an EMT metal
 (optionally a random binary alloy), a metal nanocluster (``ase.cluster``) or an H/C/N/O molecule
@@ -11,16 +15,16 @@ zero cell, pbc all False and no stress label, so the dataset mixes labeled and u
 Deterministic: run ``k`` draws from ``numpy.random.default_rng([seed, k])`` only, so the same seed
 gives identical arrays, and a smaller ``n_structures`` gives a prefix of a larger one.
 
-The teacher is ASE's EMT by default (nothing to download); any ASE calculator can be named by import
-path ``"module:Class"`` with keyword options (``teacher_kwargs``).
+The teacher is ASE's EMT by default (nothing to download); any teacher name of ``teachers.get_teacher``
+(``gfn2-xtb``, ``sevennet-0``...) or ASE calculator import path ``"module:Class"`` works, with keyword
+options (``teacher_kwargs``). Every structure's ``extras`` hold ``config_type`` (the prototype kind),
+``sample_method`` ("md"), ``sample_seed`` (the run), ``sample_group`` (``"run<k>"``), ``sample_step`` (MD
+step), ``sample_temperature`` (K) and the teacher's per-atom ``energies`` when it has them.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
-import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -32,13 +36,7 @@ from ase.collections import g2
 from ase.md.langevin import Langevin
 
 from .data.structure import Structure
-
-#: short names for teachers that ship with ASE
-TEACHER_ALIASES: dict[str, str] = {
-    "emt": "ase.calculators.emt:EMT",
-    "lj": "ase.calculators.lj:LennardJones",
-    "morse": "ase.calculators.morse:MorsePotential",
-}
+from .teachers.ase_teachers import ASE_ALIASES as TEACHER_ALIASES
 
 #: metals with EMT parameters (and ASE reference fcc lattice constants)
 METALS: tuple[str, ...] = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
@@ -49,61 +47,11 @@ KINDS: tuple[str, ...] = ("bulk", "cluster", "molecule")
 
 # -- teacher -----------------------------------------------------------------------------
 def load_teacher(spec: str = "emt", kwargs: Optional[dict] = None) -> Calculator:
-    """An ASE calculator from a short name (``emt``, ``lj``, ``morse``) or ``"module:Class"``.
+    """A fresh ASE calculator of ``teachers.get_teacher(spec, **kwargs)`` (a name such as ``emt``,
+    ``gfn2-xtb``, or ``"module:Class"``). Raises ValueError naming the spec when it cannot be built."""
+    from .teachers import get_teacher
 
-    ``kwargs`` are passed to the class. Raises ValueError naming the spec when it cannot be
-    imported or is not callable.
-    """
-    path = TEACHER_ALIASES.get(spec.lower(), spec)
-    if ":" not in path:
-        raise ValueError(
-            f"teacher {spec!r}: expected 'module:Class' or one of {', '.join(sorted(TEACHER_ALIASES))}"
-        )
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"teacher {spec!r}: cannot import module {module_name!r} ({exc})") from exc
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ValueError(f"teacher {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ValueError(f"teacher {spec!r}: {path} is not callable")
-    unknown = _unknown_options(factory, kwargs or {})
-    if unknown:
-        warnings.warn(
-            f"teacher {spec!r}: option(s) {unknown} are not among {path}'s parameters and may be ignored",
-            UserWarning,
-            stacklevel=2,
-        )
-    try:
-        calc = factory(**(kwargs or {}))
-    except TypeError as exc:
-        raise ValueError(f"teacher {spec!r}: bad keyword options {kwargs!r} ({exc})") from exc
-    if not hasattr(calc, "get_potential_energy") and not hasattr(calc, "calculate"):
-        raise ValueError(f"teacher {spec!r}: {path}(...) is not an ASE calculator")
-    return calc
-
-
-def _unknown_options(factory, kwargs: dict) -> list[str]:
-    """Keys an ASE calculator would swallow through ``**kwargs`` without knowing them.
-
-    ASE calculators accept any keyword and keep it in ``parameters``; a typo would go unnoticed.
-    Checked only for classes with ``**kwargs`` and a non-empty ``default_parameters`` dict.
-    """
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return []
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []  # the call itself raises TypeError for an unknown keyword
-    known = getattr(factory, "default_parameters", None)
-    if not isinstance(known, dict) or not known:
-        return []
-    named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
-    return sorted(set(kwargs) - named - set(known))
+    return get_teacher(spec, **(kwargs or {})).calculator()
 
 
 # -- prototypes --------------------------------------------------------------------------
@@ -198,34 +146,16 @@ PROTOTYPES: dict[str, Callable[[np.random.Generator, int], Atoms]] = {
 
 
 # -- labeling ----------------------------------------------------------------------------
-def label(atoms: Atoms, calc: Calculator) -> Structure:
-    """A Structure of ``atoms`` with the teacher's energy, forces and (periodic) stress.
+def label(atoms: Atoms, calc: Calculator, results: Optional[dict] = None) -> Structure:
+    """A Structure of ``atoms`` with the teacher's energy, forces, (periodic) stress and per-atom energies
+    (``teachers.label_structure``); ``results`` reuses a calculation already made for these positions.
 
     Raises ValueError when the positions or cell (e.g. after an unstable MD run) or a value the
     teacher returns are not finite: a NaN structure is never produced.
     """
-    for name, value in (("positions", atoms.positions), ("cell", atoms.cell.array)):
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"non-finite {name} for {atoms.symbols} (unstable MD?); refusing to label it")
-    atoms.calc = calc
-    energy = np.asarray(float(atoms.get_potential_energy()), dtype=np.float64)
-    forces = np.array(atoms.get_forces(), dtype=np.float64)
-    stress = None
-    if atoms.pbc.all() and "stress" in getattr(calc, "implemented_properties", ()):
-        # ASE returns Voigt 6; the [3, 3] built from it is exactly symmetric
-        stress = np.array(atoms.get_stress(voigt=False), dtype=np.float64)
-    for name, value in (("energy", energy), ("forces", forces), ("stress", stress)):
-        if value is not None and not np.all(np.isfinite(value)):
-            raise ValueError(f"teacher {type(calc).__name__} returned a non-finite {name} for {atoms.symbols}")
-    return Structure(
-        positions=atoms.get_positions().astype(np.float64),
-        numbers=atoms.numbers.astype(np.int64),
-        cell=np.array(atoms.cell.array, dtype=np.float64),
-        pbc=np.array(atoms.pbc, dtype=bool),
-        energy=energy,
-        forces=forces,
-        stress=stress,
-    )
+    from .teachers import label_structure
+
+    return label_structure(calc, atoms, results=results, calc=calc)
 
 
 def _thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
@@ -248,9 +178,14 @@ def md_snapshots(
     timestep_fs: float,
     friction_per_fs: float = 0.02,
 ) -> Iterator[Structure]:
-    """Label ``atoms`` and ``n_snapshots - 1`` Langevin MD snapshots ``md_interval`` steps apart."""
+    """Label ``atoms`` and ``n_snapshots - 1`` Langevin MD snapshots ``md_interval`` steps apart
+    (``extras["sample_step"]`` is the MD step; a frame reuses the force call the MD made for it)."""
+    from .teachers.label import kept_results
+
     atoms.calc = calc
-    yield label(atoms, calc)
+    first = label(atoms, calc)
+    first.extras["sample_step"] = 0
+    yield first
     if n_snapshots <= 1:
         return
     _thermalize(atoms, temperature_K, rng)
@@ -262,9 +197,11 @@ def md_snapshots(
         fixcm=False,
         rng=rng,
     )
-    for _ in range(n_snapshots - 1):
+    for k in range(1, n_snapshots):
         dyn.run(md_interval)
-        yield label(atoms, calc)
+        structure = label(atoms, calc, results=kept_results(atoms, calc))
+        structure.extras["sample_step"] = k * md_interval
+        yield structure
 
 
 def iter_dataset(
@@ -327,7 +264,8 @@ def _runs(
             temperature_K=temperature_K,
             timestep_fs=0.5 if kind == "molecule" else 2.0,
         ):
-            structure.extras = {"kind": kind, "run": run}
+            structure.extras.update(config_type=kind, sample_method="md", sample_seed=run, sample_group=f"run{run}",
+                                    sample_temperature=float(temperature_K))
             yield structure
         produced += count
         run += 1

@@ -79,7 +79,7 @@ def run_demo(
     t0 = time.perf_counter()
     structures = list(progress(iter_dataset(num_structures, seed), num_structures, "generate"))
     natoms = np.array([s.natoms for s in structures])
-    kinds = Counter(s.extras.get("kind", "?") for s in structures)
+    kinds = Counter(s.extras.get("config_type", "?") for s in structures)
     console.print(
         f"{len(structures)} structures ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
         f"{natoms.min()}–{natoms.max()} atoms, {natoms.sum()} atoms in all — {time.perf_counter() - t0:.1f} s"

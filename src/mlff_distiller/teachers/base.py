@@ -8,6 +8,7 @@ ASE's: energy eV, forces eV/Å, stress eV/Å³ (ASE sign), Hessian-vector produc
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Callable, Optional
 
 import numpy as np
@@ -116,6 +117,7 @@ def from_calculator(calc, name: Optional[str] = None) -> Teacher:
     )
 
 
+@lru_cache(maxsize=None)
 def package_version(module_name: str) -> str:
     """The installed version of the distribution providing top-level module ``module_name``."""
     from importlib import metadata

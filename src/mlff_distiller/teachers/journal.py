@@ -55,7 +55,8 @@ class Journal:
         _atomic_write(self.path / "run.json", json.dumps(settings, indent=1, sort_keys=True))
 
     def lock(self) -> None:
-        """Hold the journal's lock, or RuntimeError when another live process holds it."""
+        """Hold the journal's lock, or BlockingIOError when another live process holds it."""
+        import errno
         import fcntl
 
         if self._lock_fh is not None:
@@ -66,7 +67,7 @@ class Journal:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.close()
-            raise RuntimeError(f"{self.output}: another process is labeling into it (lock {self.path / 'lock'})") from None
+            raise BlockingIOError(errno.EAGAIN, "another process is labeling into it", str(self.output)) from None
         self._lock_fh = fh
 
     def unlock(self) -> None:

@@ -93,10 +93,14 @@ def label_structure(
     ``atoms`` is not modified. Raises ValueError for non-finite positions or labels, a structure the
     teacher cannot label, or ``hvp > 0`` without ``rng``.
     """
+    from .base import Teacher
     from .registry import as_teacher
 
-    teacher = as_teacher(teacher_or_calc)
-    teacher.check(atoms)
+    if isinstance(teacher_or_calc, (Teacher, str)):
+        teacher = as_teacher(teacher_or_calc)
+        teacher.check(atoms)
+    else:  # a bare ASE calculator
+        teacher, calc = None, calc if calc is not None else teacher_or_calc
     for name, value in (("positions", atoms.positions), ("cell", atoms.cell.array)):
         _check_finite(name, value, atoms)
     if hvp < 0:
@@ -129,7 +133,7 @@ def label_structure(
     n = len(work)
     if hvp > 0 or hessian:
         directions = cartesian_directions(n) if hessian else random_directions(n, hvp, rng)
-        step = float(hvp_step) if hvp_step is not None else teacher.default_hvp_step
+        step = float(hvp_step) if hvp_step is not None else getattr(teacher, "default_hvp_step", 1e-3)
         extras["hvp"] = compute_hvp(teacher, calc, work, directions, step, hvp_method)
         extras["hvp_directions"] = directions
     if labels.get("energies") is not None:
@@ -149,8 +153,34 @@ def label_structure(
     for name in ("energies", "hvp"):
         _check_finite(name, extras.get(name), atoms)
     if structure.forces.shape != (n, 3):
-        raise ValueError(f"teacher {teacher.name!r} returned forces of shape {list(structure.forces.shape)} for {n} atoms")
+        raise ValueError(f"teacher {getattr(teacher, 'name', type(calc).__name__)!r} returned forces of shape {list(structure.forces.shape)} for {n} atoms")
     return structure
 
 
-__all__ = ["label_structure", "kept_results", "provenance", "PROVENANCE_KEYS"]
+def sample_to_structure(atoms) -> Structure:
+    """A ``Structure`` of a sample: geometry, provenance (``extras``) and the teacher results it carries
+    (an MD/relaxation frame's energy, forces, stress for periodic cells, per-atom energies), float64."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    extras = provenance(atoms.info)
+    labels: dict = {}
+    results = getattr(atoms.calc, "results", None) or {}
+    if "energy" in results and "forces" in results:
+        labels["energy"] = np.asarray(float(results["energy"]), dtype=np.float64)
+        labels["forces"] = np.array(results["forces"], dtype=np.float64)
+        if "stress" in results and np.all(atoms.pbc):
+            stress = np.asarray(results["stress"], dtype=np.float64)
+            labels["stress"] = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
+        if "energies" in results:
+            extras["energies"] = np.array(results["energies"], dtype=np.float64)
+    return Structure(
+        positions=np.array(atoms.positions, dtype=np.float64),
+        numbers=np.array(atoms.numbers, dtype=np.int64),
+        cell=np.array(atoms.cell.array, dtype=np.float64),
+        pbc=np.array(atoms.pbc, dtype=bool),
+        extras=extras,
+        **labels,
+    )
+
+
+__all__ = ["sample_to_structure", "label_structure", "kept_results", "provenance", "PROVENANCE_KEYS"]

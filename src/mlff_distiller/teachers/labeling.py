@@ -117,7 +117,8 @@ def label_file(
     progress:       a tqdm bar with structures/s and ETA (None: only on a terminal)
 
     Raises FileExistsError (``dst`` exists), ValueError (bad settings, or an interrupted run with other
-    settings), RuntimeError (another process labels into ``dst``).
+    settings), BlockingIOError (another process labels into ``dst``), MissingExtraError (optional teacher
+    package not installed).
     """
     from ..data.readers import open_reader
     from ..data.writers import write_structures
