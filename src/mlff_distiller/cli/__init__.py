@@ -12,10 +12,14 @@ from .demo import demo
 from .distill import distill
 from .evaluate import evaluate
 from .generate import generate
+from .label import label
+from .sample import sample
 from .stats import stats
 from .validate import validate
 
 for _command in (generate, stats, convert, validate, bench, demo, distill, evaluate):
+    cli.add_command(_command)
+for _command in (sample, label):  # teachers: sampling and labeling
     cli.add_command(_command)
 
 __all__ = ["cli", "main"]
