@@ -213,9 +213,32 @@ class StudentCalculator(Calculator):
         self._static = None
         self._candidates = None
 
-    # -- ASE entry point ---------------------------------------------------------------------
+    # -- ASE entry points -------------------------------------------------------------------
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """What changed since the last call (ASE's ``compare_atoms`` for what the student reads:
+        positions, numbers, cell, pbc), with exact array comparisons instead of ``np.isclose``."""
+        old = self.atoms
+        if old is None:
+            return list(all_changes)
+        changes = []
+        if len(old) != len(atoms):
+            return ["positions", "numbers"]
+        if not np.array_equal(old.positions, atoms.positions):
+            changes.append("positions")
+        if not np.array_equal(old.numbers, atoms.numbers):
+            changes.append("numbers")
+        if not np.array_equal(old.cell.array, atoms.cell.array):
+            changes.append("cell")
+        if not np.array_equal(old.pbc, atoms.pbc):
+            changes.append("pbc")
+        return changes
+
     def calculate(self, atoms: Optional[Atoms] = None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
+        if atoms is not None:  # what Calculator.calculate does, without a full copy when only positions moved
+            if self.atoms is None or len(self.atoms) != len(atoms) or set(system_changes) - {"positions"}:
+                self.atoms = atoms.copy()
+            else:
+                self.atoms.positions[:] = atoms.positions
         atoms = self.atoms
         self._apply_threads()
         batch = self._graph(atoms, system_changes)

@@ -3,7 +3,7 @@
 RUN/::
 
     config.yaml              the resolved DistillConfig (every choice; ``distill --config`` repeats it)
-    samples/<part>.xyz       teacher MD frames of one sampling run (extxyz; the MD call's labels kept)
+    samples/<part>.db        teacher MD frames of one sampling run (the MD call's labels kept)
     labels/train_pool.db     labeled training pool (energy, forces[, stress][, hvp]) — ASE database
     labels/test.db           labeled held-out structures (a separate MD run per test temperature)
     split/train.db, val.db   the training pool split by provenance blocks; split/split.json says how

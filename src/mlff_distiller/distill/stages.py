@@ -74,15 +74,15 @@ def sample_parts(config: DistillConfig) -> list[dict]:
 
 
 def stage_sample(ctx: Context) -> list[Path]:
-    from ase.io import write
-
+    from ..data.writers import write_structures
+    from ..teachers.label import sample_to_structure
     from ..teachers.sampling import count_samples, iter_samples
 
     cfg, run = ctx.config, ctx.run
     run.samples.mkdir(parents=True, exist_ok=True)
     outputs = []
     for part in sample_parts(cfg):
-        path = run.samples / f"{part['name']}.xyz"
+        path = run.samples / f"{part['name']}.db"
         outputs.append(path)
         if run.is_done(f"sample.{part['name']}"):
             continue
@@ -92,71 +92,80 @@ def stage_sample(ctx: Context) -> list[Path]:
         total = count_samples(ctx.seeds, methods, temps, part["n"])
         options = dict(md_interval=cfg.md_interval, md_equilibration=cfg.md_equilibration,
                        timestep_fs=cfg.timestep_fs, rattle_sigma=cfg.rattle_sigma)
-        tmp = _atomic_dir_file(path)
-        frames = []
+        kinetic = []
+        metadata = {"teacher": ctx.teacher.info(),
+                    "sampling": {"part": part, "seeds": list(cfg.structures), **options}}
         with ctx.bar(total, f"sampling {part['name']}") as bar:
-            for atoms in iter_samples(ctx.seeds, ctx.teacher, methods=methods, temperatures=temps, n=part["n"],
-                                      seed=part["seed"], **options):
-                frames.append(atoms)
-                bar.update(1)
-        write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)
+            def structures():
+                for atoms in iter_samples(ctx.seeds, ctx.teacher, methods=methods, temperatures=temps, n=part["n"],
+                                          seed=part["seed"], **options):
+                    if atoms.get_momenta() is not None and part["method"] == "md":
+                        kinetic.append(atoms.get_temperature())
+                    bar.update(1)
+                    yield sample_to_structure(atoms)
+
+            count = write_structures(path, structures(), "ase", overwrite=True, metadata=metadata)
         seconds = time.perf_counter() - start
-        run.mark_done(f"sample.{part['name']}", [path], seconds, frames=len(frames))
-        temps_seen = [a.info.get("sample_temperature") for a in frames]
-        ctx.log(f"sampled {len(frames)} frames ({part['name']}) in {seconds:.0f} s"
-                + (f", mean kinetic T {np.mean(_kinetic_temperatures(frames)):.0f} K" if temps_seen[0] else ""))
+        run.mark_done(f"sample.{part['name']}", [path], seconds, frames=count)
+        ctx.log(f"sampled {count} frames ({part['name']}) in {seconds:.0f} s"
+                + (f", mean kinetic temperature {np.mean(kinetic):.0f} K" if kinetic else ""))
     return outputs
 
 
-def _kinetic_temperatures(frames) -> list[float]:
-    return [a.get_temperature() for a in frames if a.get_momenta() is not None]
-
-
 # -- label --------------------------------------------------------------------------------------------
-def _concat_samples(paths: list[Path], dst: Path) -> None:
-    from ase.io import read, write
+def _read_all(paths: list[Path]) -> list:
+    from ..data.readers import open_reader
 
-    frames = []
+    structures = []
     for p in paths:
-        frames += read(p, index=":", format="extxyz")
-    tmp = _atomic_dir_file(dst)
-    write(tmp, frames, format="extxyz")
-    os.replace(tmp, dst)
+        reader = open_reader(p, "ase")
+        try:
+            structures += reader.read_many(range(len(reader)))
+        finally:
+            reader.close()
+    return structures
 
 
 def stage_label(ctx: Context) -> list[Path]:
+    """Frames of teacher MD already carry the teacher's energy and forces (the MD call's own): without
+    HVPs the labeled sets are the samples merged; with HVPs ``label_file`` adds them (resumably)."""
+    from ..data.writers import write_structures
     from ..teachers import label_file
 
     cfg, run = ctx.config, ctx.run
     run.labels.mkdir(parents=True, exist_ok=True)
     parts = sample_parts(cfg)
     sources = {
-        run.train_pool: ([run.samples / f"{p['name']}.xyz" for p in parts if p["role"] == "train"], cfg.hvp),
-        run.test: ([run.samples / f"{p['name']}.xyz" for p in parts if p["role"] == "test"], 0),
+        run.train_pool: ([run.samples / f"{p['name']}.db" for p in parts if p["role"] == "train"], cfg.hvp),
+        run.test: ([run.samples / f"{p['name']}.db" for p in parts if p["role"] == "test"], 0),
     }
     summaries = {}
     for dst, (paths, hvp) in sources.items():
         if dst.exists():
             continue
-        src = run.labels / f"{dst.stem}_input.xyz"
+        structures = _read_all(paths)
+        unlabeled = [k for k, s in enumerate(structures) if s.energy is None or s.forces is None]
+        metadata = {"teacher": ctx.teacher.info(), "labeling": {"hvp": 0, "source": "teacher MD calls (kept)"}}
+        if not hvp and not unlabeled:
+            count = write_structures(dst, structures, "ase", overwrite=True, metadata=metadata)
+            summaries[dst.name] = {"labeled": count, "teacher_calls": 0, "source": "labels kept from the teacher's MD"}
+            ctx.log(f"{dst.name}: {count} structures labeled by the teacher's own MD calls (no extra calls)")
+            continue
+        src = run.labels / f".{dst.stem}_input.db"
         if not src.exists():
-            _concat_samples(paths, src)
+            write_structures(src, structures, "ase", overwrite=True, metadata=metadata)
         ctx.log(f"labeling {dst.name} with {ctx.teacher.name}" + (f" ({hvp} Hessian-vector products each)" if hvp else ""))
         options = {"hvp": hvp, "workers": cfg.label_workers, "threads": cfg.threads, "seed": cfg.seed,
                    "progress": cfg.progress}
         if hvp and cfg.hvp_step is not None:
             options["hvp_step"] = cfg.hvp_step
         summary = label_file(src, dst, ctx.teacher, **options)
-        summaries[dst.name] = _plain_summary(summary)
+        if summary.failed:
+            raise RuntimeError(f"the teacher failed on {summary.failed} structure(s) of {src}; see {summary.failures_path}")
+        summaries[dst.name] = summary.as_dict()
+        src.unlink()
     ctx.info["label"] = summaries
     return [run.train_pool, run.test]
-
-
-def _plain_summary(summary) -> dict:
-    if isinstance(summary, dict):
-        return json.loads(json.dumps(summary, default=str))
-    return json.loads(json.dumps(getattr(summary, "__dict__", {"summary": str(summary)}), default=str))
 
 
 # -- split --------------------------------------------------------------------------------------------

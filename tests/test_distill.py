@@ -1,0 +1,181 @@
+"""distill end to end on EMT with a tiny budget: every artifact, resume after a failure in every stage and
+after kill -9 during training, refusal to overwrite, config round trip, provenance split."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlff_distiller.distill import STAGES, DistillConfig, RunDir, distill
+from mlff_distiller.distill import stages as stages_module
+from mlff_distiller.distill.stages import choose_val_groups, provenance_blocks
+
+#: every auto field set: no planning (no timing runs), a few seconds per stage
+TINY = dict(
+    teacher="emt", structures=["ethanol"], train_temperatures=[300.0, 500.0], test_temperatures=[400.0],
+    train_samples=10, test_samples=6, md_interval=2, md_equilibration=4, epochs=3, train_minutes=1.0,
+    md_steps=30, md_timestep_fs=0.5, batch_size=4, speed_structures=3, speed_rounds=1, val_block=2,
+    val_fraction=0.2, threads=1, progress=False, model_options={"hidden": 16, "layers": 2}, cutoff=4.0,
+)
+
+
+def _quiet(_text: str) -> None:
+    pass
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_resume_after_a_failure_in_every_stage(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = DistillConfig.from_dict({**TINY, "out_dir": str(out)})
+    real = dict(stages_module.STAGE_FUNCTIONS)
+    calls = {s: 0 for s in STAGES}
+
+    def counting(stage):
+        def fn(ctx):
+            calls[stage] += 1
+            return real[stage](ctx)
+        return fn
+
+    for failing in STAGES:
+        funcs = {s: counting(s) for s in STAGES}
+
+        def boom(ctx, stage=failing):
+            calls[stage] += 1
+            if stage == "sample":  # fail halfway: after the first sampling run was written
+                original = stages_module.sample_parts
+                monkeypatch.setattr(stages_module, "sample_parts", lambda c: original(c)[:1])
+                real["sample"](ctx)
+                monkeypatch.setattr(stages_module, "sample_parts", original)
+            raise Boom(f"killed in {stage}")
+
+        funcs[failing] = boom
+        monkeypatch.setattr(stages_module, "STAGE_FUNCTIONS", funcs)
+        import mlff_distiller.distill.run as run_module
+
+        monkeypatch.setattr(run_module, "STAGE_FUNCTIONS", funcs)
+        with pytest.raises(Boom):
+            distill(cfg, log=_quiet)
+        run = RunDir(out)
+        assert run.first_unfinished() == failing
+        assert not run.is_done(failing)
+    monkeypatch.setattr(run_module, "STAGE_FUNCTIONS", {s: counting(s) for s in STAGES})
+    before = dict(calls)
+    result = distill(cfg, log=_quiet)
+    assert result.stages_run == ["report"]  # every earlier stage was finished by an earlier rerun
+    assert {s: calls[s] - before[s] for s in STAGES} == {**{s: 0 for s in STAGES}, "report": 1}
+    # each stage ran exactly twice in total: once failing, once finishing (none repeated after it was done)
+    assert all(calls[s] == 2 for s in STAGES), calls
+    # the first sampling run, written before the failure, was not sampled again
+    marker = RunDir(out).read_marker("sample.train_md_300K")
+    assert marker is not None
+    _check_artifacts(out, result)
+
+
+def _check_artifacts(out: Path, result) -> None:
+    run = RunDir(out)
+    for path in (run.config, run.train_pool, run.test, run.train_db, run.val_db, run.split_json, run.student,
+                 run.report_md, run.report_json, run.eval / "parity_forces.png", run.eval / "parity_energy.png",
+                 run.eval / "error_vs_size.png", run.eval / "nve.png", run.train / "metrics.csv"):
+        assert path.exists() and path.stat().st_size > 0, path
+    report = json.loads(run.report_json.read_text())
+    assert report == result.report
+    assert report["teacher"]["name"] == "emt"
+    assert report["data"]["structures"] == 6  # test_samples × 1 seed × 1 temperature
+    assert "400 K" in report["data"]["held_out"]
+    assert report["md"]["steps_done"] <= 30 and report["speed"]["speedup"] > 0
+    for stage in STAGES:
+        assert run.is_done(stage)
+    split = json.loads(run.split_json.read_text())
+    assert split["train"] + split["val"] == 20 and split["val"] >= 4
+    text = run.report_md.read_text()
+    assert "| ms per single point" in text and "eval/parity_forces.png" in text
+    from mlff_distiller.calculator import load_calculator
+    from mlff_distiller.models import read_metadata
+    from mlff_distiller.structures import builtin
+
+    atoms = builtin("ethanol")
+    atoms.calc = load_calculator(run.student)
+    assert np.isfinite(atoms.get_forces()).all()
+    meta = read_metadata(run.student)["metadata"]
+    assert meta["distill"]["config"]["teacher"] == "emt"
+    saved = DistillConfig.load(run.config)
+    assert saved.to_dict() == result.config.to_dict()
+
+
+def test_provenance_blocks_and_val_groups():
+    rows = [{"sample_group": "seed0", "sample_method": "md", "sample_temperature": t} for t in (300.0,) * 6 + (500.0,) * 4]
+    groups = provenance_blocks(rows, 3)
+    assert groups[:6] == ["seed0/md/300K/block0"] * 3 + ["seed0/md/300K/block1"] * 3
+    assert groups[6:] == ["seed0/md/500K/block0"] * 3 + ["seed0/md/500K/block1"]
+    val = choose_val_groups(groups, 0.2, seed=0)
+    assert 1 <= len(val) < len(set(groups))
+    assert sum(g in val for g in groups) >= 2
+    with pytest.raises(ValueError, match="block"):
+        choose_val_groups(["a"] * 5, 0.2, seed=0)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if path.exists():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "mlff_distiller.cli", "distill", "--teacher", "emt", "--structures", "ethanol",
+            "--out", str(out), "--train-temperatures", "300,500", "--test-temperatures", "400",
+            "--train-samples", "10", "--test-samples", "6", "--md-interval", "2", "--epochs", "400",
+            "--train-minutes", "1", "--md-steps", "30", "--threads", "1", "--batch-size", "4",
+            "--model-option", "hidden=16", "--model-option", "layers=2", "--cutoff", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        assert _wait_for(out / "train" / "checkpoints" / "last.ckpt", proc, 240), proc.stdout.read().decode()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = RunDir(out)
+    assert run.first_unfinished() == "train" and not run.student.exists()
+    # the same command resumes at the training stage, from its last checkpoint
+    args_short = list(args)
+    args_short[args.index("--epochs") + 1] = "4"  # another option: not the interrupted run
+    from click.testing import CliRunner
+
+    from mlff_distiller.cli import cli
+
+    changed = CliRunner().invoke(cli, args_short[3:])
+    assert changed.exit_code == 2 and "other options" in changed.output and "epochs" in changed.output
+    done = CliRunner().invoke(cli, args[3:] + ["--json"])
+    assert done.exit_code == 0, done.output
+    assert "resuming" in done.output
+    assert json.loads(done.stdout[done.stdout.index("{"):])["teacher"]["name"] == "emt"
+    logs = sorted((out / "train" / "logs").glob("version_*"))
+    assert len(logs) == 2  # a second training segment, resumed
+    # a finished run is refused, and repeated with --overwrite
+    again = CliRunner().invoke(cli, args[3:])
+    assert again.exit_code == 2 and "finished" in again.output and "--overwrite" in again.output
+    # --config repeats the run: the same resolved options
+    from mlff_distiller.cli.distill import build_config
+    from mlff_distiller.distill.run import load_run_config
+
+    saved = load_run_config(out)
+    repeated = build_config({**saved.to_dict(), "plan": {}}, {"out": str(tmp_path / "again")})
+    assert saved.differences(repeated, ignore={"out_dir", "plan"}) == []
