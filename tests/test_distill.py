@@ -141,7 +141,7 @@ def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
     args = [sys.executable, "-m", "mlff_distiller.cli", "distill", "--teacher", "emt", "--structures", "ethanol",
             "--out", str(out), "--train-temperatures", "300,500", "--test-temperatures", "400",
             "--train-samples", "10", "--test-samples", "6", "--md-interval", "2", "--epochs", "400",
-            "--train-minutes", "1", "--md-steps", "30", "--threads", "1", "--batch-size", "4",
+            "--train-minutes", "0.25", "--md-steps", "30", "--threads", "1", "--batch-size", "4",
             "--model-option", "hidden=16", "--model-option", "layers=2", "--cutoff", "4", "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)

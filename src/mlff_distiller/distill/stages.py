@@ -50,11 +50,39 @@ class Context:
 
 
 def _atomic_dir_file(path: Path) -> Path:
-    """A temporary sibling of ``path`` (removed when it exists)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """A temporary sibling of ``path`` with the same suffix (removed when it exists)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if tmp.exists():
         tmp.unlink()
     return tmp
+
+
+def _write(path: Path, structures, metadata: dict) -> int:
+    """``data.writers.write_structures(path, structures, "ase", metadata=...)`` keeping extras.
+
+    TEMP (distill helper): until the data layer's ASE-db writer keeps ``Structure.extras`` and
+    metadata (CONTRACTS "Changes"), rows are written here the way CONTRACTS section 3 lays them out:
+    labels in a SinglePointCalculator, scalar extras as key-value pairs, arrays in ``row.data``."""
+    from ..data import writers
+
+    try:
+        return writers.write_structures(path, structures, "ase", overwrite=True, metadata=metadata)
+    except TypeError:  # no metadata= yet
+        pass
+    from ase.db import connect
+
+    tmp = _atomic_dir_file(path)
+    count = 0
+    with connect(tmp) as db:
+        for s in structures:
+            atoms = writers.to_atoms(s, count)
+            kvp = {k: v for k, v in (s.extras or {}).items() if isinstance(v, (str, int, float, np.integer, np.floating))}
+            data = {k: np.asarray(v) for k, v in (s.extras or {}).items() if isinstance(v, np.ndarray)}
+            db.write(atoms, key_value_pairs=kvp, data=data)
+            count += 1
+    connect(tmp).metadata = json.loads(json.dumps(metadata, default=str))
+    os.replace(tmp, path)
+    return count
 
 
 # -- sample -------------------------------------------------------------------------------------------
@@ -74,7 +102,6 @@ def sample_parts(config: DistillConfig) -> list[dict]:
 
 
 def stage_sample(ctx: Context) -> list[Path]:
-    from ..data.writers import write_structures
     from ..teachers.label import sample_to_structure
     from ..teachers.sampling import count_samples, iter_samples
 
@@ -104,7 +131,7 @@ def stage_sample(ctx: Context) -> list[Path]:
                     bar.update(1)
                     yield sample_to_structure(atoms)
 
-            count = write_structures(path, structures(), "ase", overwrite=True, metadata=metadata)
+            count = _write(path, structures(), metadata)
         seconds = time.perf_counter() - start
         run.mark_done(f"sample.{part['name']}", [path], seconds, frames=count)
         ctx.log(f"sampled {count} frames ({part['name']}) in {seconds:.0f} s"
@@ -129,7 +156,6 @@ def _read_all(paths: list[Path]) -> list:
 def stage_label(ctx: Context) -> list[Path]:
     """Frames of teacher MD already carry the teacher's energy and forces (the MD call's own): without
     HVPs the labeled sets are the samples merged; with HVPs ``label_file`` adds them (resumably)."""
-    from ..data.writers import write_structures
     from ..teachers import label_file
 
     cfg, run = ctx.config, ctx.run
@@ -147,13 +173,13 @@ def stage_label(ctx: Context) -> list[Path]:
         unlabeled = [k for k, s in enumerate(structures) if s.energy is None or s.forces is None]
         metadata = {"teacher": ctx.teacher.info(), "labeling": {"hvp": 0, "source": "teacher MD calls (kept)"}}
         if not hvp and not unlabeled:
-            count = write_structures(dst, structures, "ase", overwrite=True, metadata=metadata)
+            count = _write(dst, structures, metadata)
             summaries[dst.name] = {"labeled": count, "teacher_calls": 0, "source": "labels kept from the teacher's MD"}
             ctx.log(f"{dst.name}: {count} structures labeled by the teacher's own MD calls (no extra calls)")
             continue
         src = run.labels / f".{dst.stem}_input.db"
         if not src.exists():
-            write_structures(src, structures, "ase", overwrite=True, metadata=metadata)
+            _write(src, structures, metadata)
         ctx.log(f"labeling {dst.name} with {ctx.teacher.name}" + (f" ({hvp} Hessian-vector products each)" if hvp else ""))
         options = {"hvp": hvp, "workers": cfg.label_workers, "threads": cfg.threads, "seed": cfg.seed,
                    "progress": cfg.progress}
@@ -306,7 +332,8 @@ def stage_evaluate(ctx: Context) -> list[Path]:
             run.student, run.test, teacher=ctx.teacher, out_dir=run.eval, device=cfg.device, num_threads=cfg.threads,
             speed_structures=cfg.speed_structures, speed_rounds=cfg.speed_rounds,
             speed_max_seconds=max(30.0, 0.05 * 60 * cfg.budget_minutes), batch_size=cfg.batch_size_eval,
-            md_steps=cfg.md_steps, md_timestep_fs=cfg.md_timestep_fs, held_out=held_out_description(cfg),
+            md_steps=cfg.md_steps, md_timestep_fs=cfg.md_timestep_fs, md_temperature=cfg.test_temperatures[0],
+            held_out=held_out_description(cfg),
             log=ctx.log, progress=progress,
         )
     finally:
@@ -357,8 +384,16 @@ def pipeline_summary(ctx: Context) -> dict:
         "student": f"{cfg.model} {cfg.model_options or ''} cutoff {cfg.cutoff} Å, {cfg.dtype}",
         "training": training,
         "stage times": stages,
-        "plan": cfg.plan,
+        "plan": _plan_text(cfg.plan),
     }
+
+
+def _plan_text(plan: dict) -> str:
+    if not plan:
+        return "every size given explicitly (no budget planning)"
+    return (f"{plan['budget_minutes']:g}-minute budget; measured teacher {plan['teacher_ms_per_call']:g} ms/call, "
+            f"untrained student {plan['student_ms_per_call_untrained']:g} ms/call; "
+            f"{plan['teacher_calls_planned']} teacher calls planned (~{plan['sampling_minutes_planned']:g} min)")
 
 
 STAGE_FUNCTIONS = {
