@@ -15,9 +15,10 @@ from .generate import generate
 from .label import label
 from .sample import sample
 from .stats import stats
+from .train import train
 from .validate import validate
 
-for _command in (generate, stats, convert, validate, bench, demo, distill, evaluate):
+for _command in (generate, stats, convert, validate, bench, demo, train, distill, evaluate):
     cli.add_command(_command)
 for _command in (sample, label):  # teachers: sampling and labeling
     cli.add_command(_command)

@@ -105,17 +105,22 @@ def weighted_loss(
     rank contributes exactly zero (still part of the graph).
     """
     scale = scales.as_dict()
-    names = [n for n in res if weights.get(n, 0.0) > 0]
     anchor = next(iter(res.values())) if res else None
     if anchor is None:
         raise ValueError("no label to train on: the batch carries none of energy, forces, stress, hvp, energies")
-    counts = torch.tensor([float(res[n].numel()) for n in names], dtype=torch.float64, device=anchor.device)
-    if count_reduce is not None and len(names):
+    # one count per known label, in a fixed order: every rank reduces a tensor of the same shape
+    # whatever labels its own batch happens to carry
+    names = list(LABELS)
+    counts = torch.tensor(
+        [float(res[n].numel()) if n in res and weights.get(n, 0.0) > 0 else 0.0 for n in names],
+        dtype=torch.float64, device=anchor.device,
+    )
+    if count_reduce is not None:
         counts = count_reduce(counts)
     total = anchor.sum() * 0.0
     terms: dict[str, torch.Tensor] = {}
     for n, count in zip(names, counts.tolist()):
-        if count == 0:
+        if count == 0 or n not in res or weights.get(n, 0.0) <= 0:
             continue
         term = (res[n] ** 2).sum() * (float(weights[n]) * world_size / (scale[n] ** 2 * count))
         terms[n] = term.detach() / world_size

@@ -63,6 +63,8 @@ class StudentModule(LightningModule):
         self.min_lr = float(min_lr)
         self.hvp_schedule = hvp_schedule or HessianWeightSchedule(self.initial_weights["hvp"], factor=1.0)
         self.val_errors = ErrorAccumulator()
+        self._train_sums = torch.zeros(len(LABELS) + 1, dtype=torch.float64)  # loss, then each term
+        self._train_steps = 0
         self.plateau: Optional[torch.optim.lr_scheduler.ReduceLROnPlateau] = None
         self._pending_plateau: Optional[dict] = None
         #: validation results of the last epoch (errors in milli-units, and val_loss)
@@ -125,12 +127,25 @@ class StudentModule(LightningModule):
             res, w, self.scales, count_reduce=self._sum_over_ranks, world_size=self._world_size()
         )
         n = int(batch["natoms"].shape[0])
-        shown = loss.detach() / self._world_size()
-        self.log("loss", shown, prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=n)
-        self.log("train_loss", shown, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        for name, value in terms.items():
-            self.log(f"train_{name}_loss", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        # this rank's share of the global loss and of each term: summed over ranks at the epoch end
+        shares = torch.tensor([float(terms.get(k, 0.0)) for k in LABELS], dtype=torch.float64)
+        self._train_sums += torch.cat([shares.sum().reshape(1), shares])
+        self._train_steps += 1
+        self.log("loss", loss.detach() / self._world_size(), prog_bar=True, on_step=True, on_epoch=False,
+                 logger=False, batch_size=n)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """``train_loss`` and ``train_<label>_loss``: the global loss averaged over the epoch's steps."""
+        if self._train_steps == 0:
+            return
+        sums = self._sum_over_ranks(self._train_sums.clone()) / self._train_steps
+        self.log("train_loss", float(sums[0]), on_epoch=True, sync_dist=True)
+        for k, name in enumerate(LABELS, start=1):
+            if self.initial_weights[name] > 0 and float(sums[k]) != 0.0:
+                self.log(f"train_{name}_loss", float(sums[k]), on_epoch=True, sync_dist=True)
+        self._train_sums.zero_()
+        self._train_steps = 0
 
     def on_validation_epoch_start(self) -> None:
         self.val_errors.reset()
@@ -153,7 +168,7 @@ class StudentModule(LightningModule):
         self.last_validation = {"val_loss": val_loss, **{f"val_{k}": v for k, v in errors.items()}}
         shown = {"val_loss", "val_energy_mae", "val_forces_mae"}
         for key, value in self.last_validation.items():
-            self.log(key, value, prog_bar=key in shown, on_epoch=True, sync_dist=False, rank_zero_only=False)
+            self.log(key, value, prog_bar=key in shown, on_epoch=True, sync_dist=True)
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -163,9 +178,9 @@ class StudentModule(LightningModule):
             self.hvp_schedule.step(errors["forces_mae"] / 1000.0)  # eV/Å
         optimizer = self.plateau.optimizer if self.plateau is not None else None
         if optimizer is not None:
-            self.log("lr", optimizer.param_groups[0]["lr"], on_epoch=True)
+            self.log("lr", optimizer.param_groups[0]["lr"], on_epoch=True, sync_dist=True)
         if self.initial_weights["hvp"] > 0:
-            self.log("hvp_weight", self.hvp_schedule.weight, on_epoch=True)
+            self.log("hvp_weight", self.hvp_schedule.weight, on_epoch=True, sync_dist=True)
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
