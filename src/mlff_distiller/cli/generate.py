@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,18 +10,9 @@ import click
 
 from .errors import InputError
 from .inputs import format_of, refuse_url_output
+from .label import parse_teacher_options
 from .options import FORMAT_HELP, FiniteFloatRange, parse_list
 from .render import progress
-
-
-def _parse_kwargs(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--teacher-kwargs: not valid JSON ({exc.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"--teacher-kwargs: must be a JSON object such as '{{\"rc\": 5.0}}', got {text!r}")
-    return value
 
 
 @click.command()
@@ -33,9 +23,11 @@ def _parse_kwargs(text: str) -> dict:
     "--teacher",
     default="emt",
     show_default=True,
-    help="ASE calculator labeling the structures: emt, lj, morse or an import path 'module:Class'.",
+    help="Teacher labeling the structures: emt, lj, morse, gfn2-xtb, sevennet-0, ... or 'module:Class'.",
 )
 @click.option("--teacher-kwargs", default="{}", show_default=True, help="JSON object of keyword options.")
+@click.option("-o", "--teacher-option", "teacher_option", multiple=True, metavar="KEY=VALUE",
+              help="Teacher keyword option (repeatable; VALUE parsed as JSON when it parses), over --teacher-kwargs.")
 @click.option(
     "--kinds", default="bulk,cluster,molecule", show_default=True, help="Comma-separated structure kinds."
 )
@@ -59,6 +51,7 @@ def generate(
     seed: int,
     teacher: str,
     teacher_kwargs: str,
+    teacher_option: tuple[str, ...],
     kinds: str,
     max_atoms: int,
     snapshots_per_run: int,
@@ -71,20 +64,25 @@ def generate(
 
     Samples rattled bulk supercells, metal clusters and H/C/N/O molecules, runs a short Langevin MD
     from each and labels every snapshot with the teacher (energy, forces and, for periodic
-    structures, stress).
+    structures, stress). A shortcut for `sample` + `label` on built-in prototypes; use those two for
+    your own seed structures, Hessian-vector products or several workers.
     """
     from ..data.writers import write_structures
     from ..generate import iter_dataset
 
     refuse_url_output(out)
     out = Path(out)
-    kwargs = _parse_kwargs(teacher_kwargs)
+    from ..teachers import MissingExtraError, get_teacher
+
+    try:
+        teacher_obj = get_teacher(teacher, **parse_teacher_options(teacher_option, teacher_kwargs))
+    except MissingExtraError as exc:
+        raise InputError(str(exc)) from None
     start = time.perf_counter()
     structures = iter_dataset(
         num_structures,
         seed,
-        teacher=teacher,
-        teacher_kwargs=kwargs,
+        teacher=teacher_obj.calculator(),
         kinds=parse_list(kinds),
         max_atoms=max_atoms,
         snapshots_per_run=snapshots_per_run,
@@ -92,7 +90,8 @@ def generate(
         temperature_K=temperature,
     )
     count = write_structures(
-        out, progress(structures, num_structures, "generate"), fmt, overwrite=overwrite
+        out, progress(structures, num_structures, "generate"), fmt, overwrite=overwrite,
+        metadata={"teacher": teacher_obj.info()},
     )
     seconds = time.perf_counter() - start
     click.echo(f"Wrote {count} structures to {out} ({format_of(out, fmt)}) in {seconds:.1f} s")

@@ -62,6 +62,8 @@ def teacher_options(f):
 @click.option("--hessian", is_flag=True, help="Store the full Hessian (all 3N directions; small molecules).")
 @click.option("--hvp-method", type=click.Choice(["auto", "fd", "autograd"]), default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the HVP directions.")
+@click.option("--reuse-labels", is_flag=True,
+              help="Keep energy/forces IN already carries from this teacher (MD frames of `sample`); compute the rest.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (or Ray actors), each loading the teacher once.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
@@ -77,7 +79,7 @@ def teacher_options(f):
 @click.option("--restart", is_flag=True, help="Discard an interrupted run's checkpoints instead of resuming.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def label(src: str, dst: str, teacher: str, teacher_option: tuple[str, ...], hvp: int, hvp_step: Optional[float],
-          hessian: bool, hvp_method: str, seed: int, workers: int, engine: str, address: Optional[str], device: str,
+          hessian: bool, hvp_method: str, seed: int, reuse_labels: bool, workers: int, engine: str, address: Optional[str], device: str,
           threads: int, chunk_size: Optional[int], fmt: Optional[str], input_format: Optional[str], overwrite: bool,
           restart: bool, as_json: bool) -> None:
     """Label every structure of IN with a teacher and write OUT (ASE db, extxyz, HDF5 or packed).
@@ -97,7 +99,7 @@ def label(src: str, dst: str, teacher: str, teacher_option: tuple[str, ...], hvp
     try:
         summary = label_file(
             src, dst, teacher, teacher_options=parse_teacher_options(teacher_option), hvp=hvp, hvp_step=hvp_step,
-            hessian=hessian, hvp_method=hvp_method, seed=seed, workers=workers, engine=engine, address=address,
+            hessian=hessian, hvp_method=hvp_method, seed=seed, reuse_labels=reuse_labels, workers=workers, engine=engine, address=address,
             device=device, threads=threads, chunk_size=chunk_size, format=fmt, input_format=input_format,
             overwrite=overwrite, restart=restart,
         )

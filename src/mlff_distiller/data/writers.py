@@ -174,14 +174,37 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _store_metadata(path: Path, fmt: str, metadata: dict) -> None:
+    """File-level metadata of a written ase/hdf5 file (xyz: a warning, nowhere to store it)."""
+    import json
+    import warnings
+
+    if fmt == "ase":
+        from ase.db import connect
+
+        connect(str(path), type="db").metadata = metadata
+    elif fmt == "hdf5":
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            f.attrs["metadata"] = json.dumps(metadata)
+    else:
+        warnings.warn(f"{fmt} files have no file metadata: {sorted(metadata)} not stored", UserWarning, stacklevel=3)
+
+
 def write_structures(
     path: str | os.PathLike,
     structures: Iterable[Structure],
     format: Optional[str] = None,
     *,
     overwrite: bool = False,
+    metadata: Optional[dict] = None,
 ) -> int:
     """Write ``structures`` to ``path`` in ``format`` (guessed from the suffix when None).
+
+    ``metadata`` (a JSON-able dict, e.g. ``{"teacher": {...}}``) is the file's metadata: ASE db
+    ``db.metadata``, the packed/HDF5 file's ``metadata`` attribute (JSON); extended XYZ has no place
+    for it (a warning says so).
 
     Returns the number of structures written.
     Raises FileExistsError when ``path`` exists and ``overwrite`` is False, ValueError for an
@@ -197,7 +220,12 @@ def write_structures(
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     _remove(tmp)
     try:
-        count = WRITERS[fmt](tmp, _finite(structures, path))
+        if metadata and fmt == "packed":
+            count = int(_packed_writer()(tmp, _finite(structures, path), metadata=metadata))
+        else:
+            count = WRITERS[fmt](tmp, _finite(structures, path))
+            if metadata:
+                _store_metadata(tmp, fmt, metadata)
         if overwrite and (path.is_dir() or tmp.is_dir()):
             _remove(path)  # os.replace cannot replace a directory or put one over a file
         os.replace(tmp, path)

@@ -86,6 +86,7 @@ def label_file(
     hessian: bool = False,
     hvp_method: str = "auto",
     seed: int = 0,
+    reuse_labels: bool = False,
     workers: int = 1,
     engine: str = "local",
     address: Optional[str] = None,
@@ -106,6 +107,10 @@ def label_file(
     teacher_options: keyword options for a teacher name (``device`` is added for ``device="cuda"``)
     hvp, hvp_step, hessian, hvp_method: Hessian-vector products (see ``label_structure``)
     seed:           run seed of the HVP directions (structure i uses ``structure_rng(seed, i)``)
+    reuse_labels:   keep the energy/forces(/stress, per-atom energies) an input structure already carries
+                    (the teacher's own MD/relaxation call kept by ``sample``) and compute only what is missing
+                    (HVPs); structures without them are labeled in full. The input file's metadata, when it
+                    names a teacher, must name this one.
     workers:        processes (engine "local") or actors (engine "ray"), each holding one teacher
     address:        Ray cluster address (``"auto"``); a local Ray instance when None
     device:         "cpu" or "cuda" (Ray actors then ask for a GPU each)
@@ -140,7 +145,8 @@ def label_file(
     if device != "cpu" and device.split(":")[0] not in local_teacher.devices:
         raise ValueError(f"teacher {local_teacher.name!r} runs on {', '.join(local_teacher.devices)} only, not {device!r}")
     step = hvp_step if hvp_step is not None else (local_teacher.default_hvp_step if (hvp or hessian) else None)
-    settings = LabelSettings(hvp=int(hvp), hvp_step=step, hessian=bool(hessian), hvp_method=hvp_method, seed=int(seed))
+    settings = LabelSettings(hvp=int(hvp), hvp_step=step, hessian=bool(hessian), hvp_method=hvp_method, seed=int(seed),
+                             reuse_labels=bool(reuse_labels))
     if hvp and hessian:
         raise ValueError("pass either hvp=K or hessian=True, not both")
     if hvp_method not in ("auto", "fd", "autograd"):
@@ -162,6 +168,11 @@ def label_file(
     reader = open_reader(src, input_format, **(reader_options or {}))
     try:
         total = len(reader)
+        source_teacher = (getattr(reader, "metadata", None) or {}).get("teacher")
+        if reuse_labels and source_teacher is not None and source_teacher != local_teacher.info():
+            raise ValueError(f"{src}: reuse_labels: its labels come from teacher {source_teacher.get('name')!r} "
+                             f"({source_teacher.get('options')}), not {local_teacher.name!r} "
+                             f"({local_teacher.options}); label without reuse_labels")
         run = {
             "input": _input_identity(src) if os.path.exists(src) else {"path": src},
             "input_format": reader.format_name,
@@ -243,7 +254,7 @@ def _run(reader, todo, journal, local_teacher, spec, settings, engine, workers, 
                         current = _Chunk(i)
                     current.add(i)
                 structures = reader.read_many(task_indices)
-                runner.submit([task_item(i, s) for i, s in zip(task_indices, structures)])
+                runner.submit([task_item(i, s, settings.reuse_labels) for i, s in zip(task_indices, structures)])
                 position += len(task_indices)
                 in_flight += 1
             if position >= len(todo) and current is not None:

@@ -28,19 +28,29 @@ class LabelSettings:
     hessian: bool = False
     hvp_method: str = "auto"
     seed: int = 0
+    reuse_labels: bool = False
 
     def as_dict(self) -> dict:
         return {"hvp": self.hvp, "hvp_step": self.hvp_step, "hessian": self.hessian, "hvp_method": self.hvp_method,
-                "seed": self.seed}
+                "seed": self.seed, "reuse_labels": self.reuse_labels}
 
 
-def task_item(index: int, structure) -> tuple:
-    """The payload of one input structure (a data-layer ``Structure``)."""
+def task_item(index: int, structure, reuse_labels: bool = False) -> tuple:
+    """The payload of one input structure (a data-layer ``Structure``); with ``reuse_labels`` its energy,
+    forces (, stress, per-atom energies) travel along to be kept instead of recomputed."""
     from .label import provenance
 
+    results = None
+    if reuse_labels and structure.energy is not None and structure.forces is not None:
+        results = {"energy": np.asarray(structure.energy, dtype=np.float64),
+                   "forces": np.asarray(structure.forces, dtype=np.float64)}
+        if structure.stress is not None:
+            results["stress"] = np.asarray(structure.stress, dtype=np.float64)
+        if (structure.extras or {}).get("energies") is not None:
+            results["energies"] = np.asarray(structure.extras["energies"], dtype=np.float64)
     return (int(index), np.asarray(structure.numbers), np.asarray(structure.positions, dtype=np.float64),
             np.asarray(structure.cell, dtype=np.float64), np.asarray(structure.pbc, dtype=bool),
-            provenance(structure.extras or {}))
+            provenance(structure.extras or {}), results)
 
 
 def limit_threads(threads: Optional[int]) -> None:
@@ -104,14 +114,15 @@ class Labeler:
         from .hvp import structure_rng
         from .label import label_structure
 
-        index, numbers, positions, cell, pbc, info = item
+        index, numbers, positions, cell, pbc, info, results = item
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         atoms.info.update(info)
         s = self.settings
         rng = structure_rng(s.seed, index) if s.hvp else None
         try:
             return index, label_structure(self.teacher, atoms, hvp=s.hvp, hvp_step=s.hvp_step, rng=rng,
-                                          hessian=s.hessian, hvp_method=s.hvp_method, calc=self.calc)
+                                          hessian=s.hessian, hvp_method=s.hvp_method, calc=self.calc,
+                                          results=results)
         except Exception as exc:  # a teacher may raise anything: record it, go on
             self.calc = self._fresh_calc()
             return index, {"index": index, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
