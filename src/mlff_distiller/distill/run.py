@@ -71,6 +71,26 @@ def resolve_config(config: DistillConfig, run: RunDir, overwrite: bool) -> tuple
     return DistillConfig.from_dict(merged), True
 
 
+def shared_calculator(teacher, label_workers: int = 1):
+    """The teacher, handing out one calculator instance for the whole run (loading SevenNet-0 takes
+    seconds; sampling, labeling and timing one after the other can share it). With several label
+    workers the original teacher is kept (worker processes rebuild it by name)."""
+    import copy
+
+    if label_workers > 1:
+        return teacher
+    shared = copy.copy(teacher)
+    instance: list = []
+
+    def calculator():
+        if not instance:
+            instance.append(teacher.calculator())
+        return instance[0]
+
+    shared.calculator = calculator
+    return shared
+
+
 def distill(
     config: Optional[DistillConfig] = None,
     *,
@@ -97,7 +117,7 @@ def distill(
     if cfg.threads is None:
         cfg = DistillConfig.from_dict({**cfg.to_dict(), "threads": threads})
 
-    teacher = get_teacher(cfg.teacher, **cfg.teacher_options)
+    teacher = shared_calculator(get_teacher(cfg.teacher, **cfg.teacher_options), cfg.label_workers)
     seeds = load_seeds(cfg.structures)
     for i, atoms in enumerate(seeds):
         try:
