@@ -37,7 +37,7 @@ try:  # Lightning is a dependency; the data preparation itself does not need it
 except ImportError:  # pragma: no cover
     LightningDataModule = object  # type: ignore[assignment,misc]
 
-__all__ = ["TrainingData", "StudentDataModule", "sample_groups", "label_rms", "SPLIT_FILE"]
+__all__ = ["TrainingData", "StudentDataModule", "sample_groups", "label_rms", "average_neighbors", "SPLIT_FILE"]
 
 SPLIT_FILE = "split.json"
 _CHUNK = 256
@@ -258,6 +258,22 @@ def _split(dataset, config: TrainConfig):
     if isinstance(config.val, str):
         val_part = None
     return train, val_part, test_part, kind
+
+
+def average_neighbors(subset, cutoff: float, *, max_structures: int = 1000, batch_size: int = 64) -> Optional[float]:
+    """Mean number of neighbours within ``cutoff`` per atom (edges / atoms) over the first
+    ``max_structures`` structures of ``subset`` (the training split), from the loader's own
+    neighbour lists; None when there are no atoms."""
+    count = min(len(subset), max_structures)
+    if count == 0:
+        return None
+    head = MolecularSubset(subset, range(count)) if count < len(subset) else subset
+    loader = MolecularDataLoader(head, batch_size=batch_size, use_padding=False, cutoff=float(cutoff))
+    edges = atoms = 0
+    for batch in loader:
+        edges += int(batch["edge_index"].shape[1])
+        atoms += int(batch["positions"].shape[0])
+    return edges / atoms if atoms else None
 
 
 class StudentDataModule(LightningDataModule):

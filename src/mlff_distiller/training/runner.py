@@ -173,7 +173,6 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from ..models import build_model
     from .ema import EMA
     from .module import MONITOR, StudentModule
 
@@ -225,9 +224,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     if rank_zero and not cfg.resume:
         cfg.save(out / CONFIG_FILE)
 
-    student = build_model(
-        cfg.model, species=prepared.species, cutoff=cfg.cutoff, dtype=getattr(torch, cfg.dtype), **cfg.model_options
-    )
+    student = build_student(cfg, prepared)
     e0, scale, shift = prepared.normalisation()
     student.set_reference_energies(e0)
     student.set_scale_shift(scale, shift)
@@ -282,6 +279,27 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     result.seconds = time.perf_counter() - start
     (out / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=1, default=str))
     return result
+
+
+def build_student(cfg: TrainConfig, prepared: TrainingData):
+    """The student of ``cfg`` for the elements of the data. A model with an ``avg_neighbors``
+    hyperparameter (message normalisation) gets the training split's mean neighbour count within the
+    cutoff unless ``model_options`` sets it. Initial weights depend on ``cfg.seed`` only."""
+    import lightning.pytorch as pl
+
+    from ..models import build_model
+
+    options = dict(cfg.model_options)
+    dtype = getattr(torch, cfg.dtype)
+    probe = build_model(cfg.model, species=prepared.species, cutoff=cfg.cutoff, dtype=dtype, **options)
+    if "avg_neighbors" in probe.config and "avg_neighbors" not in options:
+        from .data import average_neighbors
+
+        mean = average_neighbors(prepared.train, cfg.cutoff)
+        if mean is not None and mean > 0:
+            options["avg_neighbors"] = round(mean, 4)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return build_model(cfg.model, species=prepared.species, cutoff=cfg.cutoff, dtype=dtype, **options)
 
 
 def _accelerator_present() -> bool:
