@@ -271,7 +271,7 @@ def test_bench_json(pipeline):
 
 def test_demo(tmp_path):
     out = tmp_path / "demo"
-    proc = run("demo", "--out", out, "-n", "30")
+    proc = run("demo", "--data-only", "--out", out, "-n", "30")
     text = proc.stdout
     for name in ("structures.db", "structures.xyz", "structures.h5"):
         assert (out / name).is_file()
@@ -279,7 +279,7 @@ def test_demo(tmp_path):
     assert "Elements" in text and "samples/s" in text and "no problems" in text
     assert len(read(out / "structures.xyz", ":")) == 30
     # a second run refuses to clobber, with a one-line message
-    assert "--overwrite" in _err("demo", "--out", out, "-n", "30")
+    assert "--overwrite" in _err("demo", "--data-only", "--out", out, "-n", "30")
 
 
 def test_convert_to_and_from_packed(tmp_path, pipeline, reference):
