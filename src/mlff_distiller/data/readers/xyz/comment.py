@@ -13,7 +13,7 @@ import re
 from typing import Any, Optional
 
 import numpy as np
-from ase.io.extxyz import key_val_str_to_dict
+from ase.io.extxyz import SPECIAL_3_3_KEYS, key_val_str_to_dict
 
 from ...errors import format_error
 
@@ -72,7 +72,7 @@ def parse_comment(
     energy = bare_energy(line)
     if energy is not None:
         return {"energy": energy}
-    if only is not None:
+    if only is not None and "_JSON" not in line:  # a _JSON value is parsed (and may fail) in ASE
         pairs = split_comment(line)
         if pairs is not None:
             line = " ".join(text for key, text in pairs if key in only)
@@ -125,4 +125,4 @@ def is_numeric(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind in "iuf"
 
 
-__all__ = ["bare_energy", "split_comment", "parse_comment", "stress_value", "is_numeric"]
+__all__ = ["SPECIAL_3_3_KEYS", "bare_energy", "split_comment", "parse_comment", "stress_value", "is_numeric"]

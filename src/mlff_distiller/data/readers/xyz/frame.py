@@ -10,7 +10,8 @@ without ``Properties=``, 7 columns are ``species x y z fx fy fz``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Optional
 
@@ -26,20 +27,54 @@ _PLAIN_WITH_FORCES = "species:S:1:pos:R:3:forces:R:3"
 
 #: (ASE name, type R/I/S/L, first column, ncols) of each ``Properties`` entry
 Layout = tuple[tuple[str, str, int, int], ...]
+#: element symbol -> atomic number, real elements only (ASE's table also maps 'X' to 0)
+_ELEMENTS = {symbol: z for symbol, z in atomic_numbers.items() if 1 <= z <= 118}
+
+
+#: the column type ASE requires for the species/Z columns (any other type makes ASE fail or guess)
+_REQUIRED_KIND = {"symbols": "S", "numbers": "I"}
+#: ASE reads ``I`` columns as int32 (a larger value makes it raise OverflowError)
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 @functools.lru_cache(maxsize=256)
 def column_layout(properties: str) -> Layout:
-    """``Properties=`` -> ((ASE name, type R/I/S/L, first column, ncols), ...); ValueError if malformed."""
+    """``Properties=`` -> ((ASE name, type R/I/S/L, first column, ncols), ...).
+
+    ValueError where ASE refuses the string (a type other than R/I/S/L, a column count that is
+    not a positive integer, a field named twice — ``pos:R:3:pos0:R:1`` clashes in ASE's record
+    type too) and where ASE would silently keep one of two columns of the same name
+    (``pos`` and ``positions``) or read species/Z of the wrong type.
+    """
     fields = properties.split(":")
     if len(fields) % 3:
         raise ValueError(f"Properties={properties!r} is not a list of name:type:ncols triplets")
     layout, start = [], 0
+    fields_seen: set[str] = set()
+    names_seen: dict[str, str] = {}
     for name, kind, ncols in zip(fields[::3], fields[1::3], fields[2::3]):
         if kind not in ("R", "I", "S", "L"):
             raise ValueError(f"Properties: unknown column type {kind!r} for {name!r}")
-        n = int(ncols)
-        layout.append((REV_PROPERTY_NAME_MAP.get(name, name), kind, start, n))
+        try:
+            n = int(ncols)
+        except ValueError:
+            raise ValueError(f"Properties: column count {ncols!r} of {name!r} is not an integer") from None
+        if n < 1:
+            raise ValueError(f"Properties: column count {n} of {name!r} must be at least 1")
+        for record_field in [name] if n == 1 else [f"{name}{c}" for c in range(n)]:
+            if record_field in fields_seen:
+                raise ValueError(f"Properties: field {record_field!r} occurs more than once")
+            fields_seen.add(record_field)
+        ase_name = REV_PROPERTY_NAME_MAP.get(name, name)
+        if ase_name in names_seen:
+            twice = f"{name!r} is listed twice" if names_seen[ase_name] == name else (
+                f"{names_seen[ase_name]!r} and {name!r} are the same column {ase_name!r}")
+            raise ValueError(f"Properties: {twice}")
+        names_seen[ase_name] = name
+        required = _REQUIRED_KIND.get(ase_name)
+        if required is not None and (kind != required or n != 1):
+            raise ValueError(f"Properties: {name!r} must be {name}:{required}:1, got {name}:{kind}:{n}")
+        layout.append((ase_name, kind, start, n))
         start += n
     return tuple(layout)
 
@@ -60,12 +95,21 @@ class Frame:
     first_atom_line: int
     atom_lines: list[str]
     vec_lines: list[str]
+    #: columns already converted (ASE name -> array)
+    converted: dict = field(default_factory=dict)
 
     def has_column(self, name: str) -> bool:
         return any(spec[0] == name for spec in self.layout)
 
     def column(self, name: str) -> np.ndarray:
-        """Per-atom column ``name`` (ASE's name) as float64: [N] or [N, ncols]; R and I columns only."""
+        """Per-atom column ``name`` (ASE's name) as float64: [N] or [N, ncols]; R and I columns only.
+
+        Tokens go through ``float``/``int`` as in ASE; an ``I`` value outside int32 (what ASE
+        stores them as) is an error, as it is in ASE.
+        """
+        hit = self.converted.get(name)
+        if hit is not None:
+            return hit
         spec = next(s for s in self.layout if s[0] == name)
         _, kind, start, n = spec
         if kind not in "RI":
@@ -75,30 +119,67 @@ class Frame:
         for c in range(n):
             part = self.tokens[start + c :: self.ncols]
             try:
-                out[:, c] = np.fromiter(map(conv, part), dtype=np.float64, count=self.natoms)
+                if kind == "R":
+                    out[:, c] = np.fromiter(map(float, part), dtype=np.float64, count=self.natoms)
+                    continue
+                values = list(map(int, part))
             except ValueError:
                 atom = next(j for j, t in enumerate(part) if not _converts(conv, t))
                 raise format_error(
                     self.path, self.index, name,
                     f"line {self.first_atom_line + atom}: {part[atom]!r} is not a valid {conv.__name__}",
                 ) from None
-        return out[:, 0] if n == 1 else out
+            if values and (min(values) < _INT32[0] or max(values) > _INT32[1]):
+                atom = next(j for j, v in enumerate(values) if not _INT32[0] <= v <= _INT32[1])
+                raise format_error(
+                    self.path, self.index, name,
+                    f"line {self.first_atom_line + atom}: {part[atom]!r} is out of range for an integer "
+                    "column (32-bit, as ASE reads it)",
+                )
+            out[:, c] = values
+        out = out[:, 0] if n == 1 else out
+        self.converted[name] = out
+        return out
+
+    def check_numeric_columns(self) -> None:
+        """Convert every R and I column (as ASE does) so that a corrupt number in a column no
+        sample needs is an error here too, not clean data (ASE raises on it)."""
+        for name, kind, start, n in self.layout:
+            if kind not in "RI" or name in self.converted:
+                continue
+            if kind == "R":
+                try:  # the cheap check: every token through float(), nothing kept
+                    for c in range(n):
+                        deque(map(float, self.tokens[start + c :: self.ncols]), maxlen=0)
+                    continue
+                except ValueError:
+                    pass
+            self.column(name)  # converts, or raises the error naming the line
 
     def numbers(self) -> np.ndarray:
         """[N] int64 atomic numbers from the ``Z`` column, else from ``species`` (as ASE)."""
         if self.has_column("numbers"):
-            return self.column("numbers").astype(np.int64)
+            numbers = self.column("numbers").astype(np.int64)
+            bad = np.flatnonzero((numbers < 1) | (numbers > 118))
+            if bad.size:
+                atom = int(bad[0])
+                raise format_error(
+                    self.path, self.index, "Z",
+                    f"line {self.first_atom_line + atom}: atomic number {numbers[atom]} is not in 1..118",
+                )
+            return numbers
         if not self.has_column("symbols"):
             raise format_error(self.path, self.index, "species", "no species or Z column")
         _, kind, start, _n = next(s for s in self.layout if s[0] == "symbols")
         symbols = self.tokens[start :: self.ncols]
         try:
-            return np.fromiter((atomic_numbers[s.capitalize()] for s in symbols), np.int64, self.natoms)
+            return np.fromiter((_ELEMENTS[s.capitalize()] for s in symbols), np.int64, self.natoms)
         except KeyError as exc:
-            atom = next(j for j, s in enumerate(symbols) if s.capitalize() not in atomic_numbers)
+            atom = next(j for j, s in enumerate(symbols) if s.capitalize() not in _ELEMENTS)
             raise format_error(
                 self.path, self.index, "species",
-                f"line {self.first_atom_line + atom}: unknown element {exc.args[0]!r}",
+                f"line {self.first_atom_line + atom}: unknown element {exc.args[0]!r}"
+                + (" (the dummy atom X is not a chemical element)" if exc.args[0] == "X" else ""),
             ) from None
 
     def cell_pbc(self) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,13 @@ class _Lines:
             self.hi = hi
         return int(self.nl[k - self.first])
 
+    def count_from(self, k: int) -> int:
+        """Number of lines from line ``k`` to the end of the file (scans to the end; ``k``
+        must not have been dropped from the window)."""
+        while self.hi < self.size:
+            self.end(self.first + len(self.nl))
+        return max(0, self.first + len(self.nl) - k)
+
 
 @dataclass(frozen=True)
 class FrameIndex:
@@ -86,8 +93,8 @@ def index_frames(path: str, block: int = 1 << 24) -> FrameIndex:
                 raise format_error(path, frame, None, f"line {k + 1}: negative atom count {natoms}")
             last = k + 1 + natoms  # comment line k+1, atom lines k+2 .. k+1+natoms
             last_end = lines.end(last)
-            if last_end < 0:
-                have = sum(1 for j in range(k + 2, last + 1) if lines.end(j) >= 0)
+            if last_end < 0:  # counted from the lines that exist: work bounded by the file's size
+                have = lines.count_from(k + 2)
                 raise format_error(
                     path, frame, None,
                     f"truncated frame: line {k + 1} declares {natoms} atoms but the file ends after {have} atom lines",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from itertools import chain
 from typing import Any
 
@@ -46,7 +47,7 @@ from ...errors import format_error
 from ...labels import finalize_labels
 from ...structure import Structure
 from ..base import Reader
-from .comment import is_numeric, parse_comment, split_comment, stress_value
+from .comment import SPECIAL_3_3_KEYS, is_numeric, parse_comment, split_comment, stress_value
 from .frame import Frame, column_layout, parse_frame
 from .index import index_frames
 from .units import UNIT_KEYS, convert_units, energy_factor, force_factor, scan_units
@@ -78,7 +79,7 @@ class XyzReader(Reader):
         self._index = index_frames(self.path)
         #: comment-line keys that ``read`` needs
         self._wanted_keys = frozenset(
-            ("Lattice", "pbc", "Properties", *chain.from_iterable(UNIT_KEYS.values()))
+            ("Lattice", "pbc", "Properties", *SPECIAL_3_3_KEYS, *chain.from_iterable(UNIT_KEYS.values()))
             + tuple(chain.from_iterable(self.keys.candidates(label) for label in ("energy", "forces", "stress")))
         )
         if len(self):
@@ -99,6 +100,7 @@ class XyzReader(Reader):
     def read(self, index: int) -> Structure:
         frame = self._frame(index)
         i = frame.index
+        frame.check_numeric_columns()
         positions = frame.column("positions") if frame.has_column("positions") else None
         if positions is None or positions.shape != (frame.natoms, 3):
             raise format_error(self.path, i, "pos", "frame needs a pos column of 3 reals")
@@ -178,12 +180,25 @@ class XyzReader(Reader):
             in_info, in_columns = key in frame.info, frame.has_column(key)
             if label == "forces" and in_columns:
                 return key, frame.column(key)
-            if in_info and not isinstance(frame.info[key], bool):  # a bare word 'energy' is no label
+            if in_info and isinstance(frame.info[key], (bool, np.bool_)):
+                if not _has_value(frame.comment, key):
+                    continue  # a bare word 'energy' in a free-text comment is no label
+                raise format_error(
+                    self.path, frame.index, key,
+                    f"{label} must be a number, got the logical value {frame.info[key]!r} "
+                    f"(from {key}=T/F in the comment line)",
+                )
+            if in_info:
                 value = frame.info[key]
                 return key, stress_value(key, value) if label == "stress" else value
             if in_columns:
                 return key, frame.column(key)
         return self.keys.key(label), None
+
+
+def _has_value(comment: str, key: str) -> bool:
+    """Whether ``key`` is written ``key=...`` in the comment line (not a bare word)."""
+    return re.search(rf"(?:^|\s){re.escape(key)}\s*=", comment) is not None
 
 
 def _all_nan(value: Any) -> bool:
