@@ -48,7 +48,8 @@ def edge_vectors(batch: Mapping[str, torch.Tensor], dtype: torch.dtype) -> torch
     i, j = edge_index[0], edge_index[1]
     vectors = positions.index_select(0, j) - positions.index_select(0, i)
     shifts = batch["shifts"]
-    if shifts.shape[0] == 0:
+    pbc = batch.get("pbc")
+    if shifts.shape[0] == 0 or (pbc is not None and not bool(pbc.any())):  # molecules: every shift is zero
         return vectors
     cell = batch["cell"].to(dtype)
     if cell.shape[0] == 1:

@@ -105,7 +105,10 @@ def load(path: PathLike, *, device: Any = "cpu") -> StudentModel:
     name = config.pop("name", None)
     if name is None:
         raise ValueError(f"{path}: model config has no 'name'")
-    model = build_model(name, **config)
+    try:
+        model = build_model(name, **config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot rebuild the student from its config {header['config']}: {exc}") from exc
     tensors = {}
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():

@@ -79,6 +79,7 @@ class PaiNN(StudentModel):
             uv, vv = self.uv[layer](v).split(f, dim=2)  # [T, 3, F] each
             norm = torch.sqrt((vv * vv).sum(dim=1) + 1e-8)  # [T, F]
             avv, asv, ass = self.gate[layer](torch.cat([s, norm], dim=1)).split(f, dim=1)
-            v = v + avv.unsqueeze(1) * uv
+            if layer < self.layers - 1:  # the readout sees only s: the last vector update is unused
+                v = v + avv.unsqueeze(1) * uv
             s = s + asv * (uv * vv).sum(dim=1) + ass
         return self.readout(s).squeeze(-1)
