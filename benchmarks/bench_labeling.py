@@ -2,8 +2,11 @@
 
 For one teacher and one structure type, in one run (best of ``--repeats``, interleaved):
 
-- ``teacher alone``: a plain loop over the same structures — ``atoms.calc = calc``, energy, forces
-  (+ stress for periodic cells) with one thread — the time the teacher needs, nothing else;
+- ``teacher alone``: a plain loop over the same structures — ``calc.reset()``, ``atoms.calc = calc``, energy,
+  forces (+ stress for periodic cells) with one thread — the time the teacher needs, nothing else. Every
+  structure is computed from scratch, as labeling does to make labels independent of what was computed
+  before (EMT would otherwise reuse its neighbor list from the previous structure, tblite its SCF);
+  ``--warm`` skips the reset to show what that reuse is worth;
 - ``label_file, N worker(s)``: ``mlff_distiller.teachers.label_file`` from an ASE database to a packed file
   (reading, tasks, per-structure labeling, checkpoint chunks, final write), wall time.
 
@@ -36,7 +39,7 @@ def make_input(path: Path, structure: str, n: int, seed: int) -> None:
     write_structures(path, [sample_to_structure(a) for a in samples], "ase", overwrite=True)
 
 
-def teacher_alone(teacher, path: Path, hvp: int) -> float:
+def teacher_alone(teacher, path: Path, hvp: int, warm: bool = False) -> float:
     """Seconds for energy + forces (+ stress) of every structure with one calculator, one thread, plus
     the 2·hvp force calls of the finite-difference Hessian-vector products."""
     import numpy as np
@@ -52,6 +55,8 @@ def teacher_alone(teacher, path: Path, hvp: int) -> float:
     with threadpool_limits(limits=1):
         start = time.perf_counter()
         for atoms in atoms_list:
+            if not warm:
+                calc.reset()  # every structure from scratch, as labeling does (no state from the previous one)
             atoms.calc = calc
             atoms.get_potential_energy()
             atoms.get_forces()
@@ -87,6 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--warm", action="store_true", help="also time the teacher alone without resets")
     args = parser.parse_args()
 
     from mlff_distiller.cli.label import parse_teacher_options
@@ -111,6 +117,9 @@ def main() -> None:
         summaries: dict = {}
         for _ in range(args.repeats):
             best["teacher alone"] = min(best["teacher alone"], teacher_alone(teacher, src, args.hvp))
+            if args.warm:
+                best["teacher alone, warm (no reset)"] = min(best.get("teacher alone, warm (no reset)", float("inf")),
+                                                             teacher_alone(teacher, src, args.hvp, warm=True))
             for w in workers:
                 seconds, summary = run_label(src, tmp, args.teacher, options, w, args.hvp)
                 key = f"label_file, {w} worker(s)"
