@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from .errors import InputError
+from .errors import InputError, one_line
 from .inputs import require_input, shown_path
 from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, FiniteFloatRange
 
@@ -51,6 +51,32 @@ def _json_object(text: Optional[str], option: str) -> dict:
     if not isinstance(value, dict):
         raise InputError(f"{option}: must be a JSON object such as '{{\"hidden\": 64}}', got {text!r}")
     return value
+
+
+#: Lightning's start-up notes that say nothing about this run (hardware not present, adverts)
+_NOISE = ("GPU available", "TPU available", "HPU available", "IPU available", "\U0001f4a1 Tip")
+
+
+class _QuietStartup:
+    """A logging filter dropping Lightning's start-up notes (``_NOISE``) on the console."""
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith(_NOISE)
+
+
+def _quiet_lightning() -> None:
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietStartup) for f in logger.filters):
+            logger.addFilter(_QuietStartup())
+
+
+def _launcher_rank_zero() -> bool:
+    """False in the processes a multi-process launcher (Lightning, torchrun, SLURM) started for
+    ranks other than 0: they must not check or clear OUT."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def _devices(text: str):
@@ -117,7 +143,7 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
     --num-nodes and --strategy ddp.
     """
     from ..training.config import LossWeights, TrainConfig
-    from ..training.runner import run
+    from ..training.rundir import check_out_dir
 
     require_input(paths)
     if val_data is not None:
@@ -195,6 +221,14 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
         config = TrainConfig.from_dict(values)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if _launcher_rank_zero():  # fail fast, before Lightning starts (its child ranks skip this)
+        try:
+            check_out_dir(config, overwrite)
+        except (OSError, ValueError) as exc:
+            raise InputError(one_line(exc)) from None
+    from ..training.runner import run  # imports torch and Lightning
+
+    _quiet_lightning()
     result = run(config, overwrite=overwrite)
     if result.student is None and result.metrics_csv is None:
         return  # a non-zero rank of a multi-process run: rank 0 reports
@@ -202,11 +236,9 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
 
 
 def _summary(result, shown: str) -> None:
-    from .render import console
-
-    out = console()
+    echo = click.echo  # plain lines: paths are never wrapped
     best = result.best_metrics
-    out.print(f"Trained on {shown}: {result.epochs_run} epoch(s) in {result.seconds:.1f} s"
+    echo(f"Trained on {shown}: {result.epochs_run} epoch(s) in {result.seconds:.1f} s"
               + (" (stopped early)" if result.stopped_early else ""))
     if result.best_epoch is not None:
         parts = []
@@ -214,10 +246,10 @@ def _summary(result, shown: str) -> None:
                                  ("val_stress_mae", "stress", "meV/Å³"), ("val_hvp_mae", "hvp", "meV/Å²")):
             if key in best:
                 parts.append(f"{label} {best[key]:.4g} {unit}")
-        out.print(f"Best epoch {result.best_epoch}: validation MAE " + ", ".join(parts))
+        echo(f"Best epoch {result.best_epoch}: validation MAE " + ", ".join(parts))
     if result.test_metrics:
         parts = [f"{k.removesuffix('_mae')} {v:.4g}" for k, v in result.test_metrics.items() if k.endswith("_mae")]
-        out.print("Test MAE: " + ", ".join(parts))
-    out.print(f"Student:  {result.student}")
-    out.print(f"Metrics:  {result.metrics_csv}")
-    out.print(f"Resume:   mlff-distiller train ... --out {result.out_dir} --resume")
+        echo("Test MAE: " + ", ".join(parts))
+    echo(f"Student:  {result.student}")
+    echo(f"Metrics:  {result.metrics_csv}")
+    echo(f"Resume:   mlff-distiller train ... --out {result.out_dir} --resume")

@@ -31,6 +31,7 @@ from ..data.loader import MolecularDataLoader
 from ..data.split import group_train_test_split, load_split, save_split, train_test_split
 from .config import TrainConfig
 from .losses import LossScales
+from .rundir import SPLIT_FILE
 
 try:  # Lightning is a dependency; the data preparation itself does not need it
     from lightning.pytorch import LightningDataModule
@@ -39,7 +40,6 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["TrainingData", "StudentDataModule", "sample_groups", "label_rms", "average_neighbors", "SPLIT_FILE"]
 
-SPLIT_FILE = "split.json"
 _CHUNK = 256
 
 

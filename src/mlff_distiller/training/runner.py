@@ -22,7 +22,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,20 +32,21 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from .config import LossWeights, TrainConfig
-from .data import SPLIT_FILE, StudentDataModule, TrainingData
+from .data import StudentDataModule, TrainingData
 from .metrics import METRIC_UNITS
 from .schedules import HessianWeightSchedule
 
 __all__ = ["train", "TrainResult", "export_student", "CONFIG_FILE", "STUDENT_FILE"]
 
-CONFIG_FILE = "config.yaml"
-STUDENT_FILE = "student.safetensors"
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.csv"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-#: what ``overwrite=True`` removes from OUT (only files a run writes)
-RUN_FILES = (CONFIG_FILE, SPLIT_FILE, STUDENT_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
+from .rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOG_DIR,
+    METRICS_FILE,
+    STUDENT_FILE,
+    SUMMARY_FILE,
+    prepare_out_dir,
+)
 
 
 @dataclass
@@ -139,34 +139,6 @@ def train(
     return run(cfg, overwrite=overwrite)
 
 
-def _prepare_out_dir(cfg: TrainConfig, out: Path, overwrite: bool, rank_zero: bool) -> None:
-    """Check (and with ``overwrite`` clear) OUT; only on rank 0 (other ranks start after it wrote)."""
-    if not rank_zero:
-        return
-    saved = out / CONFIG_FILE
-    if cfg.resume:
-        last = out / CHECKPOINT_DIR / "last.ckpt"
-        if not last.exists():
-            raise FileNotFoundError(2, "no checkpoint to resume from (no such file)", str(last))
-        if saved.exists():
-            previous = TrainConfig.load(saved)
-            diff = cfg.differences(previous)
-            if diff:
-                raise ValueError(
-                    f"{saved}: --resume needs the options of the interrupted run; changed: " + "; ".join(diff)
-                )
-        return
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            17, f"already holds a training run ({', '.join(existing)}); resume it or pass overwrite", str(out)
-        )
-    if existing:
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Train as ``cfg`` says (``train`` builds ``cfg`` from keyword arguments)."""
     import lightning.pytorch as pl
@@ -217,7 +189,8 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         default_root_dir=str(out),
     )
     rank_zero = trainer.is_global_zero
-    _prepare_out_dir(cfg, out, overwrite, rank_zero)
+    if rank_zero:
+        prepare_out_dir(cfg, overwrite)
     if rank_zero:
         out.mkdir(parents=True, exist_ok=True)
     prepared = TrainingData.prepare(cfg, out, write=rank_zero)
