@@ -125,8 +125,6 @@ def label_file(
     settings), BlockingIOError (another process labels into ``dst``), MissingExtraError (optional teacher
     package not installed).
     """
-    from ..data.readers import open_reader
-    from ..data.writers import write_structures
     from .journal import Journal
 
     t_start = time.perf_counter()
@@ -159,12 +157,25 @@ def label_file(
     if restart and journal.path.exists():
         journal.lock()
         journal.remove()
-    resuming = journal.exists()
-    if (dst.exists() or dst.is_symlink()) and not (overwrite or resuming):
+    if (dst.exists() or dst.is_symlink()) and not (overwrite or journal.exists()):
         raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
     if not dst.parent.is_dir():
         raise FileNotFoundError(2, "no such directory", str(dst.parent))
 
+    try:
+        return _label(src, dst, journal, local_teacher, spec, settings, out_format, engine, workers, threads, address,
+                      device, chunk_size, task_size, progress, input_format, reader_options, t_start)
+    finally:
+        journal.unlock()  # a failed run keeps its journal (rerun to resume) but never its lock
+
+
+def _label(src, dst, journal, local_teacher, spec, settings, out_format, engine, workers, threads, address, device,
+           chunk_size, task_size, progress, input_format, reader_options, t_start) -> "LabelSummary":
+    from ..data.readers import open_reader
+    from ..data.writers import write_structures
+
+    reuse_labels = settings.reuse_labels
+    resuming = journal.exists()
     reader = open_reader(src, input_format, **(reader_options or {}))
     try:
         total = len(reader)
