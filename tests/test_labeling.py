@@ -78,6 +78,24 @@ def test_labels_equal_direct_calls_in_input_order(src, tmp_path):
     assert not (tmp_path / ".out.db.labeling").exists()  # the journal is gone
 
 
+def test_full_hessian_round_trip(tmp_path):
+    """--hessian: hvp holds all 3N columns of H (directions = identity), read back from the file."""
+    from mlff_distiller.teachers import hessian_finite_difference
+
+    src = tmp_path / "water.db"
+    waters = sample_structures(["water"], None, methods=("rattle",), n=2, seed=4)
+    write_structures(src, [sample_to_structure(a) for a in waters])
+    out = tmp_path / "hessian.h5"
+    label_file(src, out, "emt", hessian=True, hvp_step=1e-3, format="packed", **FAST)
+    labeled, metadata = _read(out, "packed")
+    assert metadata["labeling"]["hessian"] is True
+    for s, atoms in zip(labeled, waters):
+        assert s.extras["hvp"].shape == (3, 9, 3)
+        assert np.array_equal(s.extras["hvp_directions"], np.eye(9).reshape(9, 3, 3).transpose(1, 0, 2))
+        full = s.extras["hvp"].transpose(0, 2, 1).reshape(9, 9)
+        np.testing.assert_allclose(full, hessian_finite_difference(EMT(), atoms, 1e-3), rtol=0, atol=1e-10)
+
+
 def test_workers_and_ray_write_identical_files(src, tmp_path):
     ray = pytest.importorskip("ray")
     one = tmp_path / "one.h5"

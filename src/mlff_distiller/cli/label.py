@@ -84,7 +84,8 @@ def label(src: str, dst: str, teacher: str, teacher_option: tuple[str, ...], hvp
           restart: bool, as_json: bool) -> None:
     """Label every structure of IN with a teacher and write OUT (ASE db, extxyz, HDF5 or packed).
 
-    Structure i of OUT is structure i of IN whatever the number of workers. Labels: energy, forces,
+    Structures keep their order whatever the number of workers (structure i of OUT is structure i of
+    IN when none failed). Labels: energy, forces,
     stress (periodic cells), per-atom energies when the teacher has them, and with --hvp K the products
     H·v (eV/Å², H = ∂²E/∂x∂x) along K random unit directions, both stored. An interrupted run (even
     kill -9) resumes when the same command is run again and gives the same file. A structure the teacher
