@@ -70,9 +70,9 @@ def test_evaluate_numbers_recomputed(student, labeled, tmp_path):
     assert speed["speedup"] == pytest.approx(speed["teacher"]["ms_per_call"] / speed["student"]["ms_per_call"])
     assert report["teacher"]["name"] == "emt"
     # provenance made it into the description; MD temperature defaults to the data's
-    assert "350" in (report["data"]["held_out"] or "350")  # TEMP until readers carry provenance
+    assert "350" in report["data"]["held_out"]
     md = report["md"]
-    assert md["temperature_K"] in (350.0, 300.0) and md["steps_done"] == 40  # TEMP: 350 once readers carry provenance
+    assert md["temperature_K"] == 350.0 and md["steps_done"] == 40
     t = np.array(md["trace"]["time_ps"])
     e = np.array(md["trace"]["total_energy_per_atom"])
     slope = ((t - t.mean()) * (e - e.mean())).sum() / ((t - t.mean()) ** 2).sum()

@@ -47,12 +47,13 @@ QUICK_PLAN = {**DEMO_PLAN, "train_minutes": 1.0, "budget_minutes": 1.5}
 @click.option("--hvp", default=0, show_default=True, type=click.IntRange(min=0), help="Hessian-vector products per training structure.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Threads. [default: all cores]")
 @click.option("--overwrite", is_flag=True, help="Run again over an earlier demo in --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--data-only", is_flag=True, help="The data-layer tour instead: generate, write every format, check, time loaders.")
 @click.option("-n", "--num-structures", default=300, show_default=True, type=click.IntRange(min=3), help="(--data-only) structures to generate.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="(--data-only) loader batch size.")
 def demo(teacher: str, structure: str, out: Optional[Path], budget_minutes: Optional[float], hvp: int,
-         threads: Optional[int], overwrite: bool, data_only: bool, num_structures: int, seed: int, batch_size: int) -> None:
+         threads: Optional[int], overwrite: bool, no_progress: bool, data_only: bool, num_structures: int, seed: int, batch_size: int) -> None:
     """Distill SevenNet-0 on aspirin into a student (~5 min on 2 cores) and print teacher vs student:
     ms per call, speed-up, held-out force error, NVE drift, and where the report is."""
     if data_only:
@@ -71,7 +72,8 @@ def demo(teacher: str, structure: str, out: Optional[Path], budget_minutes: Opti
         for name in ("train_samples", "test_samples", "md_interval", "md_equilibration", "train_minutes", "md_steps"):
             plan[name] = None
         plan["budget_minutes"] = budget_minutes
-    values = dict(plan, teacher=teacher, structures=[structure], out_dir=str(out), hvp=hvp, seed=seed, threads=threads)
+    values = dict(plan, teacher=teacher, structures=[structure], out_dir=str(out), hvp=hvp, seed=seed, threads=threads,
+                  progress=not no_progress)
     run = RunDir(out)
     if run.finished() and not overwrite:
         report = load_report(run.report_json)
