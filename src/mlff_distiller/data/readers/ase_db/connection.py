@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...errors import DataFormatError, format_error
+from ..files import check_regular_file
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: file suffixes ase.db.connect opens with a backend other than SQLite
@@ -104,6 +105,7 @@ class DbLocation:
             raise FileNotFoundError(f"{self.display}: no such file (ASE database expected)")
         if p.is_dir():
             raise self.error(None, None, "is a directory, not an ASE database file")
+        check_regular_file(self.location, "an ASE database file", self.display)  # never open a FIFO
         with open(p, "rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
         if head == _SQLITE_MAGIC:

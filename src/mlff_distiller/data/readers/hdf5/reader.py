@@ -18,12 +18,12 @@ A MACE split may be given as one shard, a directory of shards or a glob
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, format_error
 from ...structure import Structure
 from ..base import Reader
 from .layouts import (
@@ -35,8 +35,14 @@ from .layouts import (
     normalize_layout,
     supported_layouts,
 )
-from .layouts._h5 import list_tree
+from .layouts._h5 import LinkPolicy, RefusedInput, check_datasets, list_tree
 from .layouts.paths import resolve_paths
+
+
+T = TypeVar("T")
+#: what h5py and numpy raise on a corrupt file: a byte-flipped object header, a soft-link loop,
+#: an impossible type or shape
+_CORRUPT = (KeyError, RuntimeError, ValueError, TypeError, AttributeError, OSError, MemoryError, IndexError)
 
 
 class Hdf5Reader(Reader):
@@ -52,6 +58,10 @@ class Hdf5Reader(Reader):
             must exist in the file (KeyError listing the keys otherwise).
         nan_as_missing: treat a label that is entirely NaN as absent (ANI-1ccx marks conformers
             without a CCSD(T) energy that way) instead of raising DataFormatError.
+        allow_external_links: follow external links and read datasets stored in other files
+            (external raw storage, virtual datasets). Off by default: a file from a stranger
+            must not make the reader open other files of this machine (DataFormatError naming
+            the link instead).
         **options: layout options (``type_map`` for DeePMD; ``energy_unit``, ``forces_unit``,
             ``length_unit`` for schnetpack MD logs); anything else is a TypeError.
     """
@@ -67,14 +77,23 @@ class Hdf5Reader(Reader):
         forces_key: str = "forces",
         stress_key: str = "stress",
         nan_as_missing: bool = False,
+        allow_external_links: bool = False,
         **options,
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        self._layout = None
+        self._delegate: Optional[Reader] = None
+        self.allow_external_links = bool(allow_external_links)
         self.paths = resolve_paths(self.path)
         for p in self.paths:
             if not h5py.is_hdf5(p):
                 raise DataFormatError(f"{p}: not an HDF5 file (no HDF5 signature)")
         name = normalize_layout(layout) if layout is not None else self._detect(self.paths[0])
+        if name == PACKED or not layout_class(name).checks_links:
+            try:
+                self._guard(None, self._check_whole_files)
+            finally:
+                self.close()  # the handle of this check; reads open their own
         self.layout_name = name
         self._layout = None
         self._delegate: Optional[Reader] = None
@@ -102,7 +121,7 @@ class Hdf5Reader(Reader):
             )
         ctx = LayoutContext(paths=tuple(self.paths), keys=self.keys, nan_as_missing=bool(nan_as_missing))
         try:
-            self._layout = cls(self.handle, ctx, **options)
+            self._layout = self._guard(None, lambda: cls(self.handle, ctx, **options))
         except BaseException:
             self.close()
             raise
@@ -112,7 +131,8 @@ class Hdf5Reader(Reader):
     def _detect(self, path: str) -> str:
         try:
             with h5py.File(path, "r") as f:
-                name = detect_layout(f)
+                policy = LinkPolicy(self.allow_external_links)
+                name = self._guard(None, lambda: (policy.members(f.id, ""), detect_layout(f, policy))[1], path)
                 if name is None:
                     found = list_tree(f, limit=20)
                     raise DataFormatError(
@@ -124,7 +144,31 @@ class Hdf5Reader(Reader):
             raise DataFormatError(f"{path}: cannot be opened as HDF5: {exc}") from None
 
     def _open(self) -> H5Files:
-        return H5Files(self.paths)
+        return H5Files(self.paths, allow_external_links=self.allow_external_links)
+
+    def _check_whole_files(self) -> None:
+        """Every link and dataset of every file, once (layouts reading through h5py's high-level API)."""
+        files = self.handle
+        for k in range(len(files)):
+            files.policy.scan(files[k].id)
+            check_datasets(files[k], self.allow_external_links)
+
+    def _guard(self, index: Optional[int], call: Callable[[], T], path: Optional[str] = None) -> T:
+        """``call()``, with what h5py and numpy raise on a corrupt file (a flipped byte, a soft-link
+        loop, a forged header) turned into a DataFormatError naming the file and ``index``;
+        errors that already name the file (a missing key, an index out of range) pass unchanged."""
+        try:
+            return call()
+        except DataFormatError:
+            raise
+        except RefusedInput as exc:
+            raise format_error(path or self.display_path, index, exc.where, exc.problem) from None
+        except _CORRUPT as exc:
+            text = str(exc)
+            if any(p in text for p in (path or self.display_path, *self.paths)):
+                raise
+            problem = f"cannot read this HDF5 file ({type(exc).__name__}: {' '.join(text.split()) or 'no message'})"
+            raise format_error(path or self.display_path, index, None, problem) from None
 
     # -- the Reader interface -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -140,18 +184,25 @@ class Hdf5Reader(Reader):
     def read(self, index: int) -> Structure:
         if self._delegate is not None:
             return self._delegate.read(index)
-        return self._layout.read(self.handle, self._check_index(index))
+        i = self._check_index(index)
+        return self._guard(i, lambda: self._layout.read(self.handle, i))
 
     def read_many(self, indices: Sequence[int]) -> list[Structure]:
         if self._delegate is not None:
             return self._delegate.read_many(indices)
         idx = [self._check_index(i) for i in indices]
-        return self._layout.read_many(self.handle, idx)
+        try:
+            return self._layout.read_many(self.handle, idx)
+        except DataFormatError:
+            raise
+        except (RefusedInput, *_CORRUPT):
+            return [self.read(i) for i in idx]  # the error again, naming the structure
 
     def label_keys(self, index: int) -> list[str]:
         if self._delegate is not None:
             return self._delegate.label_keys(index)
-        return self._layout.label_keys(self.handle, self._check_index(index))
+        i = self._check_index(index)
+        return self._guard(i, lambda: self._layout.label_keys(self.handle, i))
 
     def __getattr__(self, name: str):
         """A packed file's extra capabilities (``read_batch``, ``cutoff``, ``store``...) come
@@ -162,8 +213,9 @@ class Hdf5Reader(Reader):
         return getattr(delegate, name)
 
     def close(self) -> None:
-        if self._delegate is not None:
-            self._delegate.close()
+        delegate = self.__dict__.get("_delegate")  # None too when the constructor failed early
+        if delegate is not None:
+            delegate.close()
         super().close()
 
     def __repr__(self) -> str:

@@ -47,6 +47,7 @@ from ...errors import format_error
 from ...labels import finalize_labels
 from ...structure import Structure
 from ..base import Reader
+from ..files import check_regular_file
 from .comment import SPECIAL_3_3_KEYS, is_numeric, parse_comment, split_comment, stress_value
 from .frame import Frame, column_layout, parse_frame
 from .index import index_frames
@@ -72,10 +73,7 @@ class XyzReader(Reader):
         stress_key: str = "stress",
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
-        if os.path.isdir(self.path):
-            raise IsADirectoryError(f"{self.path}: is a directory, not an extended XYZ file")
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"{self.path}: no such extended XYZ file")
+        check_regular_file(self.path, "an extended XYZ file")
         self._index = index_frames(self.path)
         #: comment-line keys that ``read`` needs
         self._wanted_keys = frozenset(

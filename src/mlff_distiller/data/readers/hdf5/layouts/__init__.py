@@ -24,6 +24,7 @@ import importlib
 
 import h5py
 
+from ._h5 import LinkPolicy
 from .base import H5Files, Layout, LayoutContext
 
 #: layout name -> "module:Class", in detection order
@@ -79,14 +80,22 @@ def is_packed(f: h5py.File) -> bool:
     return value == PACKED
 
 
-def detect_layout(f: h5py.File) -> str | None:
-    """The first layout (in ``LAYOUTS`` order) whose ``detect`` accepts the open file, or None."""
+def detect_layout(f: h5py.File, policy: LinkPolicy | None = None) -> str | None:
+    """The first layout (in ``LAYOUTS`` order) whose ``detect`` accepts the open file, or None.
+
+    policy: the links detection may follow. The guide and MACE layouts look at the root's
+    links only (the caller checks those); before any other layout looks deeper, the whole
+    file's links are checked (``LinkPolicy.scan``), so detection never opens another file.
+    """
     if is_packed(f):
         return PACKED
     for name in LAYOUTS:
         if name == "ani1":
             continue
-        if layout_class(name).detect(f):
+        cls = layout_class(name)
+        if policy is not None and not cls.checks_links:
+            policy.scan(f.id)
+        if cls.detect(f):
             return name
     return None
 

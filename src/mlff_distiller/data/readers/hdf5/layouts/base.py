@@ -23,7 +23,7 @@ from ....errors import DataFormatError, format_error
 from ....labels import LabelKeys, finalize_labels
 from ....structure import Structure
 from ....units import Conversion, UnitError, conversion
-from ._h5 import DtypeCache, as_text, natural_sorted
+from ._h5 import DtypeCache, LinkPolicy, as_text, natural_sorted
 from .forced import not_this_layout
 
 #: attribute names under which files record a dataset's unit
@@ -61,11 +61,13 @@ class H5Files:
     """The HDF5 files of one process, each opened read-only on first use, plus a small cache
     (open groups, dtypes) that layouts keep per process."""
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], *, allow_external_links: bool = False) -> None:
         self.paths = list(paths)
         self._files: list[Optional[h5py.File]] = [None] * len(self.paths)
         self.cache: dict[str, Any] = {}
         self.dtypes = DtypeCache()
+        #: which links and datasets this process's reads may follow (external links refused)
+        self.policy = LinkPolicy(allow_external_links)
 
     def __getitem__(self, i: int) -> h5py.File:
         f = self._files[i]
@@ -125,6 +127,9 @@ class Layout(ABC):
     signature: ClassVar[str] = ""
     #: whether files of this layout write NaN for a label that was not computed (ANI-1x, SPICE)
     nan_marks_missing: ClassVar[bool] = False
+    #: whether the layout checks every link it follows and every dataset it reads itself
+    #: (``H5Files.policy``); otherwise the reader checks the whole file once at construction
+    checks_links: ClassVar[bool] = False
 
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
         """Subclasses call this first: it refuses (DataFormatError naming the file, what it holds
@@ -132,8 +137,9 @@ class Layout(ABC):
         ``layout=`` never reads a foreign file as an empty data set."""
         self.ctx = ctx
         for k in range(len(files)):
+            files.policy.members(files[k].id, "")  # the root's links, before anything follows them
             if not type(self).accepts(files[k]):
-                raise not_this_layout(ctx.path_of(k), files[k], type(self))
+                raise not_this_layout(ctx.path_of(k), files[k], type(self), files.policy)
         #: [S] int64 atom counts
         self.natoms: np.ndarray = np.zeros(0, dtype=np.int64)
         #: quantity -> description of the unit conversion applied
@@ -250,6 +256,15 @@ class Layout(ABC):
             )
         if positions.shape != (n, 3):
             raise format_error(path, index, pos_key, f"positions have shape {positions.shape}, expected ({n}, 3)")
+        if not np.all(np.isfinite(positions)):
+            raise format_error(path, index, pos_key, "positions contain NaN or inf")
+        if numbers.dtype.kind not in "iu":
+            raise format_error(path, index, keys.get("numbers", "species"), f"species must be integers, got {numbers.dtype}")
+        if n and (numbers.min() < 1 or numbers.max() > 118):
+            bad = numbers[(numbers < 1) | (numbers > 118)]
+            raise format_error(
+                path, index, keys.get("numbers", "species"), f"atomic numbers must be 1..118, got {bad[:5].tolist()}"
+            )
         if cell is None:
             cell = np.zeros((3, 3), dtype=np.float64)
         elif cell.shape != (3, 3):
@@ -257,6 +272,8 @@ class Layout(ABC):
                 cell = cell.reshape(3, 3)
             else:
                 raise format_error(path, index, keys.get("cell", "cell"), f"cell must be 3x3, got shape {cell.shape}")
+        if cell.dtype.kind not in "fiu" or not np.all(np.isfinite(cell)):
+            raise format_error(path, index, keys.get("cell", "cell"), "cell must be finite numbers")
         if pbc is None:
             pbc = np.zeros(3, dtype=bool)
         else:

@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .base import Layout
 
 
-def not_this_layout(path: str, f: h5py.File, layout: "type[Layout]") -> DataFormatError:
-    """DataFormatError: ``path`` (open as ``f``) does not look like ``layout``."""
+def not_this_layout(path: str, f: h5py.File, layout: "type[Layout]", policy=None) -> DataFormatError:
+    """DataFormatError: ``path`` (open as ``f``) does not look like ``layout`` (``policy``: the
+    links detection may follow, see ``detect_layout``)."""
     from . import detect_layout, supported_layouts  # the registry imports every layout module
 
-    detected = detect_layout(f)
+    detected = detect_layout(f, policy)
     if detected is not None and detected != layout.name:
         verdict = f"it looks like layout {detected!r} (leave layout= out to detect it)"
     else:

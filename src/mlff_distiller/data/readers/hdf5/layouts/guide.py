@@ -19,7 +19,7 @@ import numpy as np
 from h5py import h5d, h5g, h5s, h5t
 
 from ....structure import Structure
-from ._h5 import DatasetReader, member_names, natural_sorted
+from ._h5 import DatasetReader, RefusedInput, member_names, natural_sorted
 from .base import H5Files, Layout, LayoutContext
 
 
@@ -50,6 +50,7 @@ def read_whole(gid: h5g.GroupID, name: str, files: H5Files) -> np.ndarray:
             mtype = tid
         entry = types[name] = (tid, dtype, mtype)
     shape = ds.shape
+    files.policy.check_dataset(ds, name, shape)
     if shape is None:
         return DatasetReader(ds, files.dtypes, name).all()
     out = np.empty(shape, entry[1])
@@ -69,6 +70,7 @@ KEY_CHECK = 20
 class GuideLayout(Layout):
     name = "guide"
     signature = "a 'structures' group with one group per structure (positions, species, ...)"
+    checks_links = True
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:
@@ -77,9 +79,12 @@ class GuideLayout(Layout):
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
         super().__init__(files, ctx)
         f = files[0]
+        policy = files.policy
+        policy.check_link(f.id, ROOT, ROOT)
         root = h5g.open(f.id, ROOT.encode())
-        names = natural_sorted(member_names(root))
+        names = natural_sorted(policy.members(root, ROOT))
         self._names = [n.encode() for n in names]
+        self._check_names(names)
         natoms = np.empty(len(names), dtype=np.int64)
         for i, name in enumerate(names):
             try:
@@ -88,7 +93,11 @@ class GuideLayout(Layout):
                 raise ctx.error(i, f"{ROOT}/{name}", "expected a group per structure") from None
             if not gid.links.exists(b"positions"):
                 raise ctx.error(i, f"{ROOT}/{name}/positions", "missing positions dataset")
-            shape = DatasetReader.open(gid, "positions").shape
+            try:
+                policy.check_link(gid, "positions", f"{ROOT}/{name}/positions")
+                shape = DatasetReader.open(gid, "positions", where=f"{ROOT}/{name}/positions").shape
+            except RefusedInput as exc:
+                raise ctx.error(i, exc.where, exc.problem) from None
             if shape is None or len(shape) != 2 or shape[1] != 3:
                 raise ctx.error(i, f"{ROOT}/{name}/positions", f"positions have shape {shape}, expected (N, 3)")
             natoms[i] = shape[0]
@@ -97,6 +106,20 @@ class GuideLayout(Layout):
             label: self.candidates(label, ctx.keys.candidates(label)) for label in ("energy", "forces", "stress")
         }
         self._check_configured_keys(root)
+
+    def _check_names(self, names: list[str]) -> None:
+        """Group names are structure numbers (digits only), each number once: ``01`` beside ``1``
+        would be two structures where the writer meant one, and ``abc`` no structure at all."""
+        seen: dict[int, str] = {}
+        for i, name in enumerate(names):
+            if not (name.isascii() and name.isdigit()):
+                raise self.ctx.error(i, f"{ROOT}/{name}", "group name is not a structure number (0, 1, 2, ...)")
+            number = int(name)
+            if number in seen:
+                raise self.ctx.error(
+                    i, f"{ROOT}/{name}", f"groups {seen[number]!r} and {name!r} are both structure number {number}"
+                )
+            seen[number] = name
 
     def _check_configured_keys(self, root) -> None:
         explicit = [label for label in ("energy", "forces", "stress") if not self.ctx.keys.is_default(label)]
@@ -121,11 +144,16 @@ class GuideLayout(Layout):
 
     def read(self, files: H5Files, index: int) -> Structure:
         gid = h5g.open(self._root(files), self._names[index])
-        present = set(member_names(gid))
         where = f"{ROOT}/{self._names[index].decode()}"
+        present = set(files.policy.members(gid, where))
 
         def read(name: str) -> np.ndarray:
-            return read_whole(gid, name, files)
+            try:
+                return read_whole(gid, name, files)
+            except RefusedInput as exc:
+                raise self.ctx.error(index, f"{where}/{name}", exc.problem) from None
+            except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:  # h5py on a corrupt file
+                raise self.ctx.error(index, f"{where}/{name}", f"cannot read ({type(exc).__name__}: {exc})") from None
 
         def first(candidates) -> Optional[str]:
             for name in candidates:
@@ -138,7 +166,8 @@ class GuideLayout(Layout):
         species_key = first(SPECIES_KEYS)
         if species_key is None:
             raise self.ctx.error(index, f"{where}/species", "missing species dataset")
-        keys = {"positions": f"{where}/positions", "numbers": f"{where}/{species_key}"}
+        keys = {"positions": f"{where}/positions", "numbers": f"{where}/{species_key}",
+                "cell": f"{where}/cell", "pbc": f"{where}/pbc"}
         numbers = read(species_key)
         if numbers.dtype.kind not in "iu":
             raise self.ctx.error(index, keys["numbers"], f"species must be integer atomic numbers, got {numbers.dtype}")

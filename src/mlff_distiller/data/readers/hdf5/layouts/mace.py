@@ -24,7 +24,7 @@ import numpy as np
 from h5py import h5d, h5g
 
 from ....structure import Structure
-from ._h5 import DatasetReader, is_none_marker, member_names
+from ._h5 import DatasetReader, RefusedInput, check_declared_size, is_none_marker, member_names
 from .base import H5Files, Layout, LayoutContext
 
 BATCH = re.compile(r"config_batch_(0|[1-9][0-9]*)$")
@@ -41,6 +41,7 @@ class MaceLayout(Layout):
     name = "mace"
     multi_file = True
     signature = "config_batch_<b>/config_<c> groups at the root of every shard"
+    checks_links = True
 
     @classmethod
     def detect(cls, f: h5py.File) -> bool:
@@ -52,15 +53,16 @@ class MaceLayout(Layout):
         batch_idx: list[int] = []
         config_idx: list[int] = []
         natoms: list[int] = []
+        policy = files.policy
         for k in range(len(files)):
             f = files[k]
-            names = member_names(f.id)
+            names = policy.members(f.id, "")
             batches = _numbered(names, BATCH)
             if not batches:
                 raise ctx.error(None, None, f"not a MACE shard: no config_batch_* groups (found {names[:20]})", file_index=k)
             for b in batches:
                 bid = h5g.open(f.id, f"config_batch_{b}".encode())
-                cnames = member_names(bid)
+                cnames = policy.members(bid, f"config_batch_{b}")
                 configs = _numbered(cnames, CONFIG)
                 if len(configs) != len(cnames):
                     odd = [n for n in cnames if not CONFIG.match(n)][:5]
@@ -68,9 +70,14 @@ class MaceLayout(Layout):
                 for c in configs:
                     where = f"config_batch_{b}/config_{c}/positions"
                     try:
-                        shape = h5d.open(bid, f"config_{c}/positions".encode()).shape
+                        policy.check_link(bid, f"config_{c}/positions", where)
+                        ds = h5d.open(bid, f"config_{c}/positions".encode())
+                        check_declared_size(ds, where)
                     except KeyError:
                         raise ctx.error(len(natoms), where, "missing positions dataset", file_index=k) from None
+                    except RefusedInput as exc:
+                        raise ctx.error(len(natoms), where, exc.problem, file_index=k) from None
+                    shape = ds.shape
                     if shape is None or len(shape) != 2 or shape[1] != 3:
                         raise ctx.error(len(natoms), where, f"positions have shape {shape}, expected (N, 3)", file_index=k)
                     file_idx.append(k)
@@ -95,11 +102,13 @@ class MaceLayout(Layout):
         path = f"config_batch_{self._batch[index]}/config_{self._config[index]}"
         return k, path, h5g.open(files[k].id, path.encode())
 
-    def _label_group(self, gid, present: list[str]):
-        """The group holding the labels (``properties/`` in current MACE, the config itself before)."""
+    def _label_group(self, gid, present: list[str], policy=None, where: str = ""):
+        """The group holding the labels (``properties/`` in current MACE, the config itself before);
+        with a link ``policy`` its links are checked."""
         if "properties" in present:
             pid = h5g.open(gid, b"properties")
-            return pid, member_names(pid), "properties/"
+            names = member_names(pid) if policy is None else policy.members(pid, f"{where}/properties")
+            return pid, names, "properties/"
         return gid, present, ""
 
     def _check_configured_keys(self, files: H5Files) -> None:
@@ -120,11 +129,23 @@ class MaceLayout(Layout):
 
     def read(self, files: H5Files, index: int) -> Structure:
         k, path, gid = self._group(files, index)
-        present = member_names(gid)
+        policy = files.policy
+        try:
+            present = policy.members(gid, path)
+        except RefusedInput as exc:
+            raise self.ctx.error(index, exc.where, exc.problem, file_index=k) from None
         dtypes = files.dtypes
 
         def value(parent, name: str):
-            out = DatasetReader.open(parent, name, dtypes).all()
+            where = f"{path}/{name}" if parent is gid else f"{path}/properties/{name}"
+            try:
+                reader = DatasetReader.open(parent, name, dtypes, where=where)
+                policy.check_dataset(reader.ds, where)
+                out = reader.all()
+            except RefusedInput as exc:
+                raise self.ctx.error(index, where, exc.problem, file_index=k) from None
+            except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:  # h5py on a corrupt file
+                raise self.ctx.error(index, where, f"cannot read ({type(exc).__name__}: {exc})", file_index=k) from None
             return None if is_none_marker(out) else out
 
         if "atomic_numbers" not in present:
@@ -137,7 +158,10 @@ class MaceLayout(Layout):
             raise self.ctx.error(index, f"{path}/positions", "positions are 'None'", file_index=k)
         cell = value(gid, "cell") if "cell" in present else None
         pbc = value(gid, "pbc") if "pbc" in present else None
-        lid, label_names, prefix = self._label_group(gid, present)
+        try:
+            lid, label_names, prefix = self._label_group(gid, present, policy, path)
+        except RefusedInput as exc:
+            raise self.ctx.error(index, exc.where, exc.problem, file_index=k) from None
         keys = {"positions": f"{path}/positions", "numbers": f"{path}/atomic_numbers"}
         labels: dict[str, Optional[np.ndarray]] = {}
         for label, candidates in self._candidates.items():
