@@ -272,6 +272,10 @@ def test_isolated_atoms_have_e0_plus_shift_and_zero_derivatives(name):
     torch.testing.assert_close(out["energy"], torch.tensor([expected], dtype=torch.float64), rtol=1e-14, atol=1e-10)
     assert torch.equal(out["forces"], torch.zeros(3, 3, dtype=torch.float64))
     assert torch.equal(out["hvp"], torch.zeros(3, 1, 3, dtype=torch.float64))
+    no_directions = predict(model, atoms_to_batch(molecule(), CUTOFF, torch.float64), hvp_directions=torch.zeros(12, 0, 3))
+    assert no_directions["hvp"].shape == (12, 0, 3)
+    with pytest.raises(ValueError, match="hvp_directions must have shape"):
+        predict(model, atoms_to_batch(molecule(), CUTOFF, torch.float64), hvp_directions=torch.zeros(11, 1, 3))
     energy_only = predict(model, atoms_to_batch(far, CUTOFF, torch.float64), forces=False)
     assert set(energy_only) == {"energy"}
     torch.testing.assert_close(energy_only["energy"], out["energy"])

@@ -88,7 +88,7 @@ def _stress(batch: Mapping[str, torch.Tensor], vectors: torch.Tensor, grad: torc
 def _hvp(vectors, grad, directions, i, j, n_atoms: int, create_graph: bool) -> torch.Tensor:
     if directions.dim() != 3 or directions.shape[0] != n_atoms or directions.shape[2] != 3:
         raise ValueError(f"hvp_directions must have shape [T={n_atoms}, K, 3], got {list(directions.shape)}")
-    if vectors.shape[0] == 0 or not grad.requires_grad:
+    if vectors.shape[0] == 0 or not grad.requires_grad or directions.shape[1] == 0:
         return torch.zeros_like(directions)
     out = []
     k_count = directions.shape[1]
