@@ -55,6 +55,7 @@ def teacher_alone(teacher, path: Path, hvp: int, warm: bool = False) -> float:
     atoms_list = [structure_to_atoms(s) for s in reader.read_many(range(len(reader)))]
     reader.close()
     calc = teacher.calculator()
+    rng = np.random.default_rng(0)
     with threadpool_limits(limits=1):
         start = time.perf_counter()
         for atoms in atoms_list:
@@ -66,9 +67,12 @@ def teacher_alone(teacher, path: Path, hvp: int, warm: bool = False) -> float:
             if np.all(atoms.pbc):
                 atoms.get_stress()
             x0 = atoms.positions.copy()
-            for _ in range(2 * hvp):
-                atoms.positions = x0 + 1e-3
-                atoms.get_forces()
+            for k in range(hvp):
+                v = rng.standard_normal(x0.shape)
+                v /= np.linalg.norm(v)
+                for sign in (1.0, -1.0):
+                    atoms.positions = x0 + sign * 1e-3 * v
+                    atoms.get_forces()
         return time.perf_counter() - start
 
 
@@ -154,6 +158,9 @@ def main() -> None:
               f"{'' if use is None else f'{use:12.2f}':>12s}")
     if one:
         print(f"pipeline overhead on one process: {100 * (one - alone) / alone:+.1f} % of the teacher's time")
+        busy = summaries["label_file, 1 worker(s)"]["teacher_seconds"]
+        print(f"time outside the labeling calls (reading, tasks, checkpoints, final write), 1 worker: "
+              f"{100 * (one - busy) / busy:.1f} % of the labeling time (less sensitive to a loaded machine)")
     for w, s in startup.items():
         print(f"start-up + 4 structures, {w} worker(s): {s:.2f} s")
     if args.json:
