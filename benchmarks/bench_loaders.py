@@ -359,12 +359,12 @@ def loader_path(path: Path, fmt: str, padded: bool, workers: int, batch_size: in
 
 
 def direct_path(path: Path, fmt: str, padded: bool, batch_size: int, seed: int) -> Iterator[tuple[int, int]]:
-    """Our fast path without the DataLoader: ``dataset.__getitems__(batch).collate_fast(...)``."""
+    """Our fast path without the DataLoader: ``dataset.__getitems__(batch).collate(...)``."""
     from mlff_distiller.data import MolecularDataset
 
     dataset = MolecularDataset(path, format=fmt)
     for idx in _random_batches(len(dataset), batch_size, seed):
-        batch = dataset.__getitems__(idx.tolist()).collate_fast(padded)
+        batch = dataset.__getitems__(idx.tolist()).collate(padded)
         total = batch.get("total_atoms")
         yield int(batch["natoms"].shape[0]), int(batch["natoms"].sum()) if total is None else total
 

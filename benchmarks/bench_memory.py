@@ -43,7 +43,7 @@ def memory_status(pid: str = "self") -> dict[str, int]:
 def write_file(path: Path, n: int, seed: int, chunk: int = 100_000) -> None:
     """``n`` random periodic structures of 4-16 atoms, written with ``PackedBuilder.add_batch``."""
     from mlff_distiller.data.packed import PackedBuilder
-    from mlff_distiller.data.structure_batch import LabelColumn, StructureBatch
+    from mlff_distiller.data.structure_batch import Column, StructureBatch
 
     rng = np.random.default_rng(seed)
     spill = tempfile.mkdtemp(prefix=".spill-", dir=path.parent)
@@ -54,16 +54,14 @@ def write_file(path: Path, n: int, seed: int, chunk: int = 100_000) -> None:
             natoms = rng.integers(4, 17, size=b)
             total = int(natoms.sum())
             cell = np.repeat((8.0 * np.eye(3))[None], b, axis=0) + rng.normal(scale=0.1, size=(b, 3, 3))
-            builder.add_batch(StructureBatch(
-                indices=np.arange(start, start + b), natoms=natoms,
-                positions=rng.random((total, 3)) * 8.0, numbers=rng.integers(1, 80, size=total),
-                cell=cell, pbc=np.ones((b, 3), dtype=bool),
-                labels={
-                    "energy": LabelColumn(rng.normal(size=b), np.ones(b, dtype=bool)),
-                    "forces": LabelColumn(rng.normal(size=(total, 3)), np.ones(b, dtype=bool)),
-                    "stress": LabelColumn(rng.normal(size=(b, 3, 3)) * 1e-3, np.ones(b, dtype=bool)),
-                },
-            ))
+            builder.add_batch(StructureBatch(np.arange(start, start + b), natoms, {
+                "positions": Column(rng.random((total, 3)) * 8.0, kind="atom"),
+                "species": Column(rng.integers(1, 80, size=total), kind="atom"),
+                "cell": Column(cell), "pbc": Column(np.ones((b, 3), dtype=bool)),
+                "energy": Column(rng.normal(size=b)),
+                "forces": Column(rng.normal(size=(total, 3)), kind="atom"),
+                "stress": Column(rng.normal(size=(b, 3, 3)) * 1e-3),
+            }))
         tmp = path.with_name(path.name + ".partial")
         builder.write(tmp, {"source": "bench_memory random structures"})
         tmp.rename(path)

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlff_distiller.data import MolecularDataset, molecular_collate_fn, molecular_collate_fn_no_padding
-from mlff_distiller.data.collate import Collater, register_key
+from mlff_distiller.data.collate import Collater
+from mlff_distiller.data.keys import Key
 
 
 def _sample(n: int, idx: int, *, seed: int, dtype=torch.float64, labels=("energy", "forces", "stress"), periodic=True):
@@ -134,12 +135,12 @@ def test_extra_keys_are_batched_by_kind_or_rejected_by_name():
     bad[0]["weird"], bad[1]["weird"] = torch.zeros(2), torch.zeros(7)
     with pytest.raises(ValueError, match="'weird'"):
         molecular_collate_fn(bad)
-    register_key("weird_registered", "structure")
+    keys = [Key("weird_registered", "structure", (3,))]
     for s in bad:
         del s["weird"]
     bad[0]["weird_registered"], bad[1]["weird_registered"] = torch.zeros(3), torch.zeros(5)
     with pytest.raises(ValueError, match="weird_registered"):
-        molecular_collate_fn(bad)
+        molecular_collate_fn(bad, keys=keys)
 
 
 def test_structural_keys_must_be_in_all_samples_or_none():

@@ -23,7 +23,8 @@ from mlff_distiller.data import (
 from mlff_distiller.data.collate import Collater
 from mlff_distiller.data.packed import PackedStore, pack, write_packed
 from mlff_distiller.data.structure import Structure
-from mlff_distiller.data.structure_batch import SampleList, WorkerBatch
+from mlff_distiller.data.samples import SampleList
+from mlff_distiller.data.transfer import decode_batch, encode_batch
 
 
 def assert_batches_equal(fast: dict, slow: dict, where: str = "") -> None:
@@ -92,7 +93,7 @@ def test_fast_batches_equal_per_sample_batches(files, name, fmt, cache, dtype):
         samples = ds.__getitems__(idx)
         assert isinstance(samples, SampleList)
         for padded in (True, False):
-            fast = samples.collate_fast(padded)
+            fast = samples.collate(padded)
             collate = molecular_collate_fn if padded else molecular_collate_fn_no_padding
             assert_batches_equal(fast, collate(per_sample(ds, idx)), f"{name} cache={cache} padded={padded}")
             assert_batches_equal(collate(samples), fast, "the public collate takes the fast path")
@@ -101,7 +102,7 @@ def test_fast_batches_equal_per_sample_batches(files, name, fmt, cache, dtype):
 def test_missing_labels_are_zero_filled_with_masks(files):
     ds = MolecularDataset(files["gaps"], format="packed", dtype=torch.float64)
     structures = structures_with_gaps()
-    batch = ds.__getitems__(list(range(len(ds)))).collate_fast(False)
+    batch = ds.__getitems__(list(range(len(ds)))).collate(False)
     for label in ("energy", "forces", "stress"):
         present = [getattr(s, label) is not None for s in structures]
         assert batch[f"{label}_mask"].tolist() == present
@@ -154,32 +155,36 @@ def test_sample_list_is_a_sequence_of_the_usual_samples(files):
     assert [int(n) for n in next(iter(loader))] == [s.natoms for s in structures_with_gaps()[:4]]
 
 
-def test_transform_or_atoms_take_the_per_sample_path(files):
+def test_transform_and_atoms_go_through_the_same_collate(files):
     def shift(sample):
         sample["positions"] = sample["positions"] + 1.0
         return sample
 
-    ds = MolecularDataset(files["packed"], format="packed", transform=shift)
+    ds = MolecularDataset(files["packed"], format="packed", transform=shift, dtype=torch.float64)
     samples = ds.__getitems__([0, 2])
-    assert isinstance(samples, list) and not hasattr(samples, "collate_fast")
-    plain = MolecularDataset(files["packed"], format="packed")
+    assert isinstance(samples, SampleList)
+    plain = MolecularDataset(files["packed"], format="packed", dtype=torch.float64)
     assert torch.equal(samples[0]["positions"], plain[0]["positions"] + 1.0)
-    plain.atoms_in_batches = True
-    with_atoms = plain.__getitems__([1])
-    assert isinstance(with_atoms, list) and "atoms" in with_atoms[0]
+    assert samples[0] is samples[0]  # built once: a random transform gives one sample per entry
+    for padded in (True, False):
+        collate = molecular_collate_fn if padded else molecular_collate_fn_no_padding
+        assert_batches_equal(samples.collate(padded), collate(per_sample(ds, [0, 2])), "transformed")
+    with_atoms = plain.__getitems__([1]).collate(False, with_atoms=True)
+    assert [a.get_potential_energy() for a in with_atoms["atoms"]] == [plain.get_atoms(1).get_potential_energy()]
+    assert "atoms" not in plain.__getitems__([1]).collate(False)
 
 
 def test_indices_tensor_negative_out_of_range_and_subset(files):
     ds = MolecularDataset(files["packed"], format="packed")
     n = len(ds)
-    a = ds.__getitems__(torch.tensor([1, -1])).collate_fast(False)
+    a = ds.__getitems__(torch.tensor([1, -1])).collate(False)
     assert a["idx"].tolist() == [1, n - 1]
     with pytest.raises(IndexError, match="out of range"):
         ds.__getitems__([0, n])
     with pytest.raises(TypeError):
         ds.__getitems__([0.5])
     sub = MolecularSubset(ds, [5, 3, 8])
-    fast = sub.__getitems__([2, 0]).collate_fast(True)
+    fast = sub.__getitems__([2, 0]).collate(True)
     assert fast["idx"].tolist() == [8, 5]
     assert_batches_equal(fast, molecular_collate_fn(per_sample(ds, [8, 5])))
 
@@ -192,21 +197,23 @@ def test_workers_give_the_same_batches(files, padded):
     workers = list(MolecularDataLoader(ds, num_workers=2, **kwargs))
     assert len(main) == len(workers) == 4
     for a, b in zip(main, workers):
-        assert type(b) is dict  # a WorkerBatch arrives as a plain dict
+        assert type(b) is dict  # decoded from the transfer format
         assert_batches_equal(b, a, "workers")
 
 
-def test_worker_batch_pickles_as_one_buffer(files):
+def test_transfer_format_round_trips_as_one_buffer(files):
     ds = MolecularDataset(files["gaps"], format="packed", dtype=torch.float64)
-    batch = ds.__getitems__([0, 1, 2, 3]).collate_fast(True)
-    packed = WorkerBatch(batch)
-    clone = pickle.loads(pickle.dumps(packed))
+    batch = ds.__getitems__([0, 1, 2, 3]).collate(True)
+    batch["tag"] = ["a", "b", "c", "d"]
+    encoded = encode_batch(batch)
+    clone = decode_batch(pickle.loads(pickle.dumps(encoded)))
     assert type(clone) is dict and list(clone) == list(batch)
     assert_batches_equal(clone, batch)
     storages = {t.untyped_storage().data_ptr() for t in clone.values() if isinstance(t, torch.Tensor)}
     assert len(storages) == 1  # every tensor is a view of the one received buffer
     clone["positions"] += 1.0  # views are writable and independent of each other
     assert torch.equal(clone["forces"], batch["forces"])
+    assert decode_batch(batch) is batch  # anything else passes through
 
 
 def test_neighbor_lists_on_the_fly_and_stored(files, tmp_path):
@@ -214,7 +221,7 @@ def test_neighbor_lists_on_the_fly_and_stored(files, tmp_path):
     ds = MolecularDataset(files["packed"], format="packed", dtype=torch.float64)
     idx = [3, 0, 7, 11]
     samples = ds.__getitems__(idx)
-    fast = samples.collate_fast(False, cutoff=cutoff)
+    fast = samples.collate(False, cutoff=cutoff)
     slow = Collater(use_padding=False, cutoff=cutoff)(per_sample(ds, idx))
     assert_batches_equal(fast, slow, "on the fly")
     assert fast["edge_index"].shape[1] > 0
@@ -222,17 +229,17 @@ def test_neighbor_lists_on_the_fly_and_stored(files, tmp_path):
     pack(files["ase"], stored_path, cutoff=cutoff)
     stored = MolecularDataset(stored_path, format="packed", dtype=torch.float64).__getitems__(idx)
     assert stored.edges_cutoff == cutoff
-    assert_batches_equal(stored.collate_fast(False, cutoff=cutoff), slow, "stored")
+    assert_batches_equal(stored.collate(False, cutoff=cutoff), slow, "stored")
     cached = MolecularDataset(stored_path, format="packed", dtype=torch.float64, cache=True).__getitems__(idx)
     assert cached.edges_cutoff == cutoff and cached.batch.edge_index is not None  # the cache keeps the edges
-    assert_batches_equal(cached.collate_fast(False, cutoff=cutoff), slow, "stored, cached")
+    assert_batches_equal(cached.collate(False, cutoff=cutoff), slow, "stored, cached")
     loader = MolecularDataLoader(MolecularDataset(stored_path, format="packed", dtype=torch.float64), batch_size=4,
                                  use_padding=False, cutoff=cutoff, sampler=idx)
     assert_batches_equal(next(iter(loader)), slow, "through the loader")
     # another cutoff than the stored one is computed, not taken from the file
-    assert_batches_equal(stored.collate_fast(False, cutoff=3.0), Collater(False, 3.0)(per_sample(ds, idx)))
+    assert_batches_equal(stored.collate(False, cutoff=3.0), Collater(False, 3.0)(per_sample(ds, idx)))
     with pytest.raises(ValueError, match="graph"):
-        samples.collate_fast(True, cutoff=cutoff)
+        samples.collate(True, cutoff=cutoff)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -242,7 +249,7 @@ def test_low_precision_dtypes_round_like_the_samples(files, dtype):
     samples = ds.__getitems__(idx)
     for padded in (True, False):
         collate = molecular_collate_fn if padded else molecular_collate_fn_no_padding
-        assert_batches_equal(samples.collate_fast(padded), collate(per_sample(ds, idx)), str(dtype))
+        assert_batches_equal(samples.collate(padded), collate(per_sample(ds, idx)), str(dtype))
 
 
 def test_periodic_axis_without_a_cell_vector_names_the_structure(tmp_path):
@@ -252,4 +259,4 @@ def test_periodic_axis_without_a_cell_vector_names_the_structure(tmp_path):
     write_packed(tmp_path / "bad.h5", [good, bad])
     ds = MolecularDataset(tmp_path / "bad.h5", format="packed")
     with pytest.raises(ValueError, match=r"structure 1: pbc is True along axis \[2\]"):
-        ds.__getitems__([0, 1]).collate_fast(False, cutoff=3.0)
+        ds.__getitems__([0, 1]).collate(False, cutoff=3.0)

@@ -172,9 +172,9 @@ def test_sorting_falls_back_when_bits_do_not_fit():
     from mlff_distiller.data import neighbors
 
     i, j, s = ours.edge_index[0][::-1].copy(), ours.edge_index[1][::-1].copy(), ours.shifts[::-1].copy()
-    fast = neighbors._sort_edges(i, j, s, 1)
-    slow = neighbors._sort_edges(i, j, s, 2**40)  # 2 * 40 index bits > 62: lexsort path
-    for a, b, c in zip(fast, slow, (ours.edge_index[0], ours.edge_index[1], ours.shifts)):
+    fast = neighbors._sorted_edges(i, j, s, 1)
+    slow = neighbors._sorted_edges(i, j, s, 2**40)  # 2 * 40 index bits > 62: lexsort path
+    for a, b, c in zip(fast, slow, (ours.edge_index, ours.shifts)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
 
@@ -456,6 +456,7 @@ def test_batch_edges_equal_per_structure_lists(tiny_cell):
     # The packed fast path builds one sorted key per structure (shift-table path, |S| <= 7);
     # a cell much smaller than the cutoff (|S| > 7) takes the general path. Both must give
     # exactly the per-structure lists, offset by ptr, in the same (i, j, S) order.
+    from mlff_distiller.data.neighbors import batch_edges
     from mlff_distiller.data.structure import Structure
     from mlff_distiller.data.structure_batch import StructureBatch
 
@@ -467,7 +468,7 @@ def test_batch_edges_equal_per_structure_lists(tiny_cell):
         structures.insert(1, Structure(positions=np.zeros((1, 3)), numbers=np.array([1]), cell=0.35 * np.eye(3),
                                        pbc=np.array([True, True, True])))
     batch = StructureBatch.from_structures(structures, range(len(structures)))
-    edge_index, shifts = batch.neighbors(3.0)
+    edge_index, shifts = batch_edges(batch.positions, batch.cell, batch.pbc, batch.ptr, 3.0)
     parts = [compute_neighbors(s.positions, s.cell, s.pbc, 3.0) for s in structures]
     starts = batch.ptr[:-1]
     np.testing.assert_array_equal(edge_index, np.concatenate([p.edge_index + a for p, a in zip(parts, starts)], axis=1))

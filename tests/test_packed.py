@@ -15,7 +15,7 @@ from mlff_distiller.data.packed import PackedBuilder, is_packed_file, open_packe
 from mlff_distiller.data.readers import open_reader
 from mlff_distiller.data.readers.packed import PackedReader
 from mlff_distiller.data.structure import Structure
-from mlff_distiller.data.structure_batch import LabelColumn, StructureBatch
+from mlff_distiller.data.structure_batch import Column, StructureBatch
 
 FIELDS = ("positions", "numbers", "cell", "pbc", "energy", "forces", "stress")
 CONTIGUOUS = ("positions", "numbers", "offsets", "cell", "pbc", "energy", "energy_present", "forces", "forces_present")
@@ -163,7 +163,7 @@ def test_file_layout_is_contiguous_and_matches_the_source(data_files, emt_atoms,
     pack(data_files["ase"], out)
     assert is_packed_file(out) and not is_packed_file(data_files["hdf5"])
     with h5py.File(out, "r") as f:
-        assert f.attrs["mlff_distiller_format"] == "packed" and int(f.attrs["format_version"]) == 1
+        assert f.attrs["mlff_distiller_format"] == "packed" and int(f.attrs["format_version"]) == 2
         assert str(data_files["ase"]) in f.attrs["source"]
         for name in CONTIGUOUS:
             ds = f[name]
@@ -206,7 +206,7 @@ def test_compressed_copy_falls_back_to_h5py_with_a_warning(data_files, tmp_path)
     for idx in ([3, 0, 3, 11], [5]):
         batch, expected = store.read_batch(idx), ref.read_batch(idx)
         np.testing.assert_array_equal(batch.positions, expected.positions)
-        np.testing.assert_array_equal(batch.labels["forces"].values, expected.labels["forces"].values)
+        np.testing.assert_array_equal(batch.columns["forces"].values, expected.columns["forces"].values)
     store.close()
 
 
@@ -286,20 +286,24 @@ def test_empty_source(tmp_path):
     assert len(MolecularDataset(tmp_path / "empty.h5", format="packed", cache=True)) == 0
 
 
+def arrays_batch(natoms, positions, numbers, cell, pbc, **labels) -> StructureBatch:
+    """A StructureBatch of plain arrays (what a user builds with numpy)."""
+    columns = {"positions": Column(positions, kind="atom"), "species": Column(numbers, kind="atom"),
+               "cell": Column(cell), "pbc": Column(pbc), **labels}
+    return StructureBatch(np.arange(len(natoms)), np.asarray(natoms), columns)
+
+
 def test_add_batch_from_arrays(tmp_path):
     b = PackedBuilder()
     natoms = np.array([2, 1])
-    b.add_batch(StructureBatch(
-        indices=np.arange(2), natoms=natoms, positions=np.arange(9.0).reshape(3, 3), numbers=np.array([1, 8, 6]),
-        cell=np.zeros((2, 3, 3)), pbc=np.zeros((2, 3), bool),
-        labels={"energy": LabelColumn(np.array([1.5, 99.0]), np.array([True, False]))},
-    ))
+    b.add_batch(arrays_batch(natoms, np.arange(9.0).reshape(3, 3), np.array([1, 8, 6]), np.zeros((2, 3, 3)),
+                             np.zeros((2, 3), bool), energy=Column(np.array([1.5, 99.0]), np.array([True, False]))))
     store = b.to_store()
     assert store.read(0).energy == 1.5 and store.read(1).energy is None
     assert np.array_equal(store.read(1).positions, [[6.0, 7.0, 8.0]])
     with pytest.raises(DataFormatError, match="positions"):
-        PackedBuilder().add_batch(StructureBatch(np.arange(1), np.array([2]), np.zeros((3, 3)), np.zeros(2, int),
-                                                 np.zeros((1, 3, 3)), np.zeros((1, 3), bool)))
+        PackedBuilder().add_batch(arrays_batch(np.array([2]), np.zeros((3, 3)), np.zeros(2, int),
+                                               np.zeros((1, 3, 3)), np.zeros((1, 3), bool)))
 
 
 def test_stored_neighbor_lists_match_ase(data_files, emt_atoms, tmp_path):
@@ -350,10 +354,9 @@ def test_memory_stays_flat_while_iterating_a_large_file(tmp_path):
         natoms = rng.integers(4, 12, size=50_000)
         t = int(natoms.sum())
         ones = np.ones(50_000, bool)
-        builder.add_batch(StructureBatch(
-            np.arange(50_000), natoms, rng.random((t, 3)), rng.integers(1, 80, t), np.zeros((50_000, 3, 3)),
-            np.zeros((50_000, 3), bool),
-            {"energy": LabelColumn(rng.normal(size=50_000), ones), "forces": LabelColumn(rng.normal(size=(t, 3)), ones)},
+        builder.add_batch(arrays_batch(
+            natoms, rng.random((t, 3)), rng.integers(1, 80, t), np.zeros((50_000, 3, 3)), np.zeros((50_000, 3), bool),
+            energy=Column(rng.normal(size=50_000)), forces=Column(rng.normal(size=(t, 3)), kind="atom"),
         ))
     builder.write(path)
     del builder

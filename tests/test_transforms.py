@@ -10,6 +10,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
+from mlff_distiller.data.keys import Key
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
@@ -191,12 +193,18 @@ def test_apply_orthogonal_transform_rules():
         assert out[key] is sample[key]
     with pytest.raises(ValueError, match="orthogonal"):
         apply_orthogonal_transform(sample, 2 * torch.eye(3))
-    # an unknown floating per-atom key is never left silently unrotated
-    with pytest.raises(ValueError, match="dipole"):
-        apply_orthogonal_transform({**sample, "dipole": torch.ones(3)}, q)
+    # an undeclared floating key is never left silently unrotated
+    with pytest.raises(ValueError, match="my_dipole"):
+        apply_orthogonal_transform({**sample, "my_dipole": torch.ones(3)}, q)
     dipole = torch.ones(3, dtype=torch.float64)
-    out = apply_orthogonal_transform({**sample, "dipole": dipole}, q, {"dipole": "vector"})
-    torch.testing.assert_close(out["dipole"], torch.ones(3, dtype=torch.float64) @ q.T)
+    out = apply_orthogonal_transform({**sample, "my_dipole": dipole}, q, {"my_dipole": "vector"})
+    torch.testing.assert_close(out["my_dipole"], torch.ones(3, dtype=torch.float64) @ q.T)
+    out = apply_orthogonal_transform({**sample, "my_dipole": dipole}, q,
+                                     keys=[Key("my_dipole", "structure", (3,), rotation="vector")])
+    torch.testing.assert_close(out["my_dipole"], torch.ones(3, dtype=torch.float64) @ q.T)
+    # a declared key turns by its declaration: dipole is a vector
+    out = apply_orthogonal_transform({**sample, "dipole": dipole}, q)
+    torch.testing.assert_close(out["dipole"], dipole @ q.T)
     with pytest.raises(ValueError, match="key_kinds"):
         apply_orthogonal_transform(sample, q, {"x": "spinor"})
     with pytest.raises(ValueError, match="key_kinds"):

@@ -1,9 +1,10 @@
 """``MolecularDataset`` and ``MolecularSubset``: raw structures from a reader -> torch samples.
 
-A sample is a dict of tensors (see DESIGN.md): ``positions`` [N, 3] Å, ``species`` [N] int64,
-``cell`` [3, 3] Å, ``pbc`` [3] bool, ``natoms`` [] int64, ``idx`` [] int64, and the labels the
-structure carries: ``energy`` [] eV, ``forces`` [N, 3] eV/Å, ``stress`` [3, 3] eV/Å³; plus
-``atoms`` (an ``ase.Atoms`` whose calculator returns the same labels) when ``return_atoms=True``.
+A sample is a dict of tensors (see ``samples.py``): ``positions`` [N, 3] Å, ``species`` [N] int64,
+``cell`` [3, 3] Å, ``pbc`` [3] bool, ``natoms`` [] int64, ``idx`` [] int64, and the labels and extras
+the structure carries: ``energy`` [] eV, ``forces`` [N, 3] eV/Å, ``stress`` [3, 3] eV/Å³, ``energies``
+[N] eV, ``hvp``/``hvp_directions`` [N, K, 3], provenance strings and numbers; plus ``atoms`` (an
+``ase.Atoms`` whose calculator returns the same labels) when ``return_atoms=True``.
 No format-specific code lives here: every format is a ``Reader``.
 """
 
@@ -16,18 +17,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .keys import Key, KeyRegistry
+from .packed.store import PackedStore
+from .packed.writer import build_store
 from .readers import check_format_matches, guess_format, normalize_format, open_reader
+from .readers.ase_db.connection import mask_password
+from .readers.base import Reader, check_configured_keys, scan
 from .readers.multi import is_many, open_many
-from .packed import PackedStore, build_store
-from .readers.base import Reader, check_configured_keys
+from .samples import SampleList, SampleSpec, make_sample
 from .stats import compute_statistics
 from .structure import Structure, structure_to_atoms
-from .structure_batch import SampleList, StructureBatch, sample_dict
+from .structure_batch import StructureBatch
 
 PathLike = Union[str, os.PathLike]
 
-#: structures read per chunk when scanning the whole dataset (statistics, cache)
-SCAN_CHUNK = 256
 _INT64 = np.dtype(np.int64)
 
 
@@ -46,6 +49,9 @@ class MolecularDataset(Dataset):
         return_atoms: put an ``ase.Atoms`` (labels in its calculator) in ``dataset[i]``.
         dtype: float dtype of positions, cell and labels (``torch.float64`` is bit-exact).
         energy_key, forces_key, stress_key: where the labels are stored in the file.
+        extra_keys: declarations (``keys.Key``) of keys beyond the built-in ones that samples
+            carry (from the file, or added by a transform); they travel with the dataset into
+            DataLoader workers. ``dataset.key_registry`` holds every declaration.
         reader_options: format-specific options (e.g. ``layout=`` for HDF5).
     """
 
@@ -60,6 +66,7 @@ class MolecularDataset(Dataset):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
+        extra_keys: Optional[Union[Sequence[Key], KeyRegistry]] = None,
         **reader_options,
     ) -> None:
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -67,7 +74,8 @@ class MolecularDataset(Dataset):
         keys = dict(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         if is_many(data_path):  # a list of files or a glob: one dataset with global indices
             many = isinstance(data_path, (list, tuple))
-            self.data_path = [os.fspath(p) for p in data_path] if many else os.fspath(data_path)
+            #: the file(s) read, database passwords replaced by *** (loggers record this attribute)
+            self.data_path = [mask_password(p) for p in data_path] if many else mask_password(data_path)
             self.reader: Reader = open_many(data_path, format, **keys, **reader_options)
             self.format = getattr(self.reader, "format_name", None) or format
         else:
@@ -77,20 +85,21 @@ class MolecularDataset(Dataset):
             fmt = normalize_format(format) if format not in (None, "auto") else guess_format(path)
             if not _is_url(path):
                 check_format_matches(path, fmt)
-            self.data_path = path
+            self.data_path = mask_password(path)
             self.format = fmt
             self.reader = open_reader(path, fmt, **keys, **reader_options)
         self.transform = transform
         self.return_atoms = return_atoms
         self.dtype = dtype
-        #: build ``atoms`` for samples fetched in batches (``__getitems__``, used by DataLoader)
-        self.atoms_in_batches = False
+        #: declarations of every key the samples may carry (the reader's plus ``extra_keys``)
+        self.key_registry: KeyRegistry = self.reader.key_registry.extend(extra_keys)
+        self.reader.key_registry = self.key_registry
         self._len = len(self.reader)
         check_configured_keys(self.reader)
         #: ``cache=True``: every structure in RAM as packed arrays (one pass over the file)
         self._cache: Optional[PackedStore] = None
         if cache:
-            self._cache = build_store(self.reader, chunk=SCAN_CHUNK)
+            self._cache = build_store(self.reader)
 
     # -- raw access ---------------------------------------------------------------------
     @property
@@ -101,6 +110,16 @@ class MolecularDataset(Dataset):
     def units(self) -> dict:
         """Units found in the file and the conversion applied to each quantity (empty for plain eV/Å files)."""
         return dict(self.reader.units)
+
+    @property
+    def metadata(self) -> dict:
+        """The file's metadata (e.g. ``{"teacher": {...}}`` written by ``write_structures(metadata=...)``)."""
+        return dict(self.reader.metadata)
+
+    @property
+    def spec(self) -> SampleSpec:
+        """What turns this dataset's structures into samples (dtype, transform, keys)."""
+        return SampleSpec(self.dtype, self.transform, self.key_registry)
 
     def natoms_array(self) -> np.ndarray:
         """[S] int64 atom count of every structure, read without loading the structures."""
@@ -132,9 +151,8 @@ class MolecularDataset(Dataset):
 
     def _scan(self, indices: Iterable[int]) -> Iterator[Structure]:
         """Every structure of ``indices`` in order, read in chunks."""
-        idx = list(indices)
-        for start in range(0, len(idx), SCAN_CHUNK):
-            yield from self._source.read_many(idx[start : start + SCAN_CHUNK])
+        for chunk in scan(self._source.read_many, indices):
+            yield from chunk
 
     # -- samples --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -142,12 +160,7 @@ class MolecularDataset(Dataset):
 
     def to_sample(self, structure: Structure, index: int, with_atoms: bool) -> dict:
         """The sample dict of ``structure`` (fresh tensors: transforms may change them freely)."""
-        sample = sample_dict(structure, index, self.dtype)
-        if with_atoms:
-            sample["atoms"] = structure_to_atoms(structure)
-        if self.transform is not None:
-            sample = self.transform(sample)
-        return sample
+        return make_sample(structure, index, self.spec, with_atoms=with_atoms)
 
     def __getitem__(self, index) -> dict:
         i = self._normalize_index(index)
@@ -171,14 +184,13 @@ class MolecularDataset(Dataset):
             return wrapped
         return arr
 
-    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict]:
-        """Samples for a batch of indices (torch's DataLoader calls this for batched fetching).
+    def __getitems__(self, indices: Sequence[int]) -> SampleList:
+        """The samples of a batch of indices (torch's DataLoader calls this for batched fetching).
 
-        ``atoms`` is left out unless ``atoms_in_batches`` is set: batches do not carry Atoms.
-        Without a transform and without atoms, the batch is read as one ``StructureBatch``
-        (a single gather from a packed file or the cache) and returned as a lazy ``SampleList``:
-        the project's collate functions batch it with whole-array operations, any other collate
-        function sees the usual sample dicts.
+        The structures are read as one ``StructureBatch`` (a single gather from a packed file or
+        the cache) and returned as a lazy ``SampleList``: the loader's collate function batches it
+        (with or without ``atoms``, transformed or not, as the loader asks), any other collate
+        function indexes it and gets the usual sample dicts (without ``atoms``).
         """
         if type(indices) is list:  # what DataLoader passes: one conversion, one range check
             idx = np.array(indices)
@@ -186,26 +198,18 @@ class MolecularDataset(Dataset):
                 idx = self._normalize_indices(idx)
         else:
             idx = self._normalize_indices(indices)
-        if self.transform is None and not (self.return_atoms and self.atoms_in_batches):
-            return self._sample_list(idx)
-        with_atoms = self.return_atoms and self.atoms_in_batches
-        structures = self._source.read_many(idx.tolist())  # indices checked above
-        return [self.to_sample(s, int(i), with_atoms) for s, i in zip(structures, idx)]
-
-    def _sample_list(self, idx: np.ndarray) -> SampleList:
-        """``idx``: [B] int64 indices already checked to lie in ``[0, len)``."""
         source = self._source
         read_batch = getattr(source, "read_batch", None)
         if read_batch is not None:
             batch = read_batch(idx, checked=True)
         else:
-            batch = StructureBatch.from_structures(source.read_many(idx.tolist()), idx)
-        cutoff = getattr(source, "cutoff", None) if batch.edge_index is not None else None
-        return SampleList(batch, self.dtype, edges_cutoff=cutoff)
+            batch = StructureBatch.from_structures(source.read_many(idx.tolist()), idx, self.key_registry,
+                                                   self.reader.display_path)
+        return SampleList(batch, self.spec)
 
     def get_atoms(self, index: int):
         """``ase.Atoms`` of structure ``index``; its calculator returns the file's labels (eV, eV/Å)."""
-        return structure_to_atoms(self.get_structure(index))
+        return structure_to_atoms(self.get_structure(index), keys=self.key_registry)
 
     def get_statistics(self, indices: Optional[Sequence[int]] = None) -> dict:
         """Statistics of the raw labels (before transforms), see ``stats.compute_statistics``."""
@@ -264,7 +268,7 @@ class MolecularSubset(Dataset):
         return self.dataset.get_statistics(own)
 
     def __getattr__(self, name: str):
-        # transform, dtype, return_atoms, atoms_in_batches... come from the parent dataset
+        # transform, dtype, return_atoms, key_registry, metadata... come from the parent dataset
         if name in ("dataset", "indices"):
             raise AttributeError(name)
         return getattr(self.dataset, name)

@@ -1,4 +1,5 @@
-"""Which keys hold the labels, and how stress/virial arrays become the contract's [3, 3] stress.
+"""Which keys hold the labels, how stress/virial arrays become the contract's [3, 3] stress, and the
+lookup of declared extras (``find_extras``).
 
 Shared by every reader that finds labels by name (ASE db, extended XYZ). The user configures
 ``energy_key``/``forces_key``/``stress_key``; when a key is left at its default, the common
@@ -8,12 +9,14 @@ An explicitly configured key is matched exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .errors import format_error
+from .keys import STRUCTURE_LABELS, KeyRegistry
 
 DEFAULT_KEYS = {"energy": "energy", "forces": "forces", "stress": "stress"}
 
@@ -146,3 +149,27 @@ def finalize_labels(
         stress = to_stress_matrix(stress, key=keys["stress"], cell=cell, path=path, index=index)
         check_finite(stress, path=path, index=index, key=keys["stress"])
     return energy, forces, stress
+
+
+def find_extras(
+    sources: Sequence[Mapping],
+    names: Sequence[str],
+    keys: KeyRegistry,
+    *,
+    natoms: int,
+    path: str,
+    index: int,
+    decode: Optional[Callable[[Mapping, str], Any]] = None,
+) -> dict:
+    """The extras ``names`` found in ``sources`` (mappings searched in order, e.g. calculator
+    results, key-value pairs, ``row.data``), each validated by its declaration (``Key.check``:
+    dtype, shape, value checks). ``decode(source, name)`` reads a value (default: ``source[name]``).
+    A key in no source is absent from the result."""
+    out = {}
+    for name in names:
+        for source in sources:
+            if name in source:
+                value = decode(source, name) if decode is not None else source[name]
+                out[name] = keys.require(name).check(value, natoms=natoms, path=path, index=index)
+                break
+    return out

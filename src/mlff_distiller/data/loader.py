@@ -1,4 +1,4 @@
-"""``MolecularDataLoader`` (a torch ``DataLoader`` with molecular batching) and ``create_dataloaders``.
+"""``MolecularDataLoader`` (a torch ``DataLoader`` plus the molecular collate) and ``create_dataloaders``.
 
 Examples (``dataset`` is a ``MolecularDataset``)::
 
@@ -6,17 +6,20 @@ Examples (``dataset`` is a ``MolecularDataset``)::
     loader = MolecularDataLoader(dataset, use_padding=False, cutoff=5.0)           # graphs + edges
     loader = MolecularDataLoader(dataset, max_atoms_per_batch=4096, shuffle=True)  # size-aware
 
-Workers: datasets open their files lazily once per process (readers drop their handle when pickled
-and reopen it after ``fork``), so ``num_workers > 0`` works with ``fork`` and ``spawn`` for every
-format. With ``seed=`` the batches are the same whatever ``num_workers`` and ``persistent_workers``
-are (the shuffle has its own generator); with ``generator=``, whatever ``num_workers`` is.
+The loader is torch's ``DataLoader`` with a :class:`~mlff_distiller.data.collate.Collater` as its
+collate function; everything a loader asks for (padding, ``cutoff``, ``return_atoms``, the random
+stream of transforms) lives in that collate object, never in the dataset, so several loaders can
+share one dataset. Workers: datasets open their files lazily once per process (readers drop their
+handle when pickled and reopen it after ``fork``), so ``num_workers > 0`` works with ``fork`` and
+``spawn`` for every format; key declarations travel with the dataset and the collate object.
 
-Random transforms (torch's global RNG) are reproducible for a ``seed=`` and a given ``num_workers``,
-and differ between epochs: workers are seeded by torch from the loader's generator, and with
-``num_workers=0`` the main process gets the same treatment: every epoch a base seed is drawn from
-the loader's generator, and each batch is fetched with torch's global RNG swapped to that stream
-and back, so the user's own draws between batches (dropout, ...) neither shift nor are shifted by
-the loader's. The draws differ between worker counts.
+With ``seed=`` the batches are the same whatever ``num_workers`` and ``persistent_workers`` are (the
+shuffle has its own generator). Random transforms then draw from a generator of the collate
+function (``Transform.apply(sample, generator)``), never from torch's global RNG: in the main process
+it is seeded every epoch from the loader's generator; in a worker from the loader's seed and the
+worker's torch seed (``torch.utils.data.get_worker_info().seed``, drawn by torch from the loader's
+generator). The draws are reproducible for a ``seed`` and ``num_workers``, differ between epochs,
+and differ between worker counts.
 """
 
 from __future__ import annotations
@@ -26,13 +29,11 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
-try:  # torch internals used by the lean main-process iterator; without them torch's own is used
-    from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
-except ImportError:  # pragma: no cover - a future torch
-    _DatasetKind = _SingleProcessDataLoaderIter = None
 
 from .collate import Collater
+from .keys import registry_of
 from .samplers import AtomBudgetBatchSampler
+from .transfer import decode_batch
 
 __all__ = ["MolecularDataLoader", "create_dataloaders", "pin_memory_available"]
 
@@ -61,17 +62,7 @@ def _use_distributed(distributed: Optional[bool]) -> bool:
     return use_distributed(distributed)
 
 
-def _check_return_atoms(dataset: Dataset) -> None:
-    root = _root_dataset(dataset)
-    if not hasattr(root, "atoms_in_batches"):
-        raise ValueError(
-            f"return_atoms=True needs a MolecularDataset (got {type(root).__name__}): it builds the Atoms for batches"
-        )
-    if not getattr(root, "return_atoms", True):
-        raise ValueError("return_atoms=True needs a dataset created with return_atoms=True")
-
-
-def _root_dataset(dataset: Dataset) -> Dataset:
+def root_dataset(dataset: Dataset) -> Dataset:
     """The dataset at the bottom of a chain of subsets (``.dataset`` attributes)."""
     for _ in range(64):
         inner = getattr(dataset, "__dict__", {}).get("dataset")
@@ -92,19 +83,21 @@ class MolecularDataLoader(DataLoader):
         num_workers: worker processes (0: load in the main process).
         pin_memory: pin batches for faster host-to-GPU copies; silently off without an accelerator.
         drop_last: drop the final incomplete batch.
-        seed: seed of the loader's ``torch.Generator`` (shuffling, worker seeds): identical batches
-            for a seed, whatever ``num_workers``; random transforms reproducible for a seed and a
-            ``num_workers`` (with 0, the main process fetches on its own torch RNG stream).
-            Mutually exclusive with ``generator=``.
+        seed: seed of the loader's ``torch.Generator`` (shuffling, worker seeds) and of the random
+            stream of transforms: identical batches for a seed, whatever ``num_workers``; random
+            transforms reproducible for a seed and a ``num_workers``, without touching torch's global
+            RNG. Mutually exclusive with ``generator=``.
         max_atoms_per_batch: size-aware batching with ``AtomBudgetBatchSampler`` (atoms per graph
             batch, or batch size x largest structure per padded batch); a structure over the budget
             is batched alone with a warning.
-        cutoff: (graph batches only) add ``edge_index`` [2, E] and ``shifts`` [E, 3] computed per
-            batch for this cutoff in Å.
-        return_atoms: batches carry ``atoms``, a list of ``ase.Atoms`` (needs a dataset with
-            ``return_atoms=True``); off by default so no Atoms are built.
+        cutoff: (graph batches only) add ``edge_index`` [2, E] and ``shifts`` [E, 3] for this cutoff
+            in Å, found from each batch's positions (stored lists of a packed file when they fit).
+        return_atoms: batches carry ``atoms``, a list of ``ase.Atoms`` (needs a ``MolecularDataset``);
+            off by default so no Atoms are built.
         distributed: give this rank its share of every epoch (``DistributedBatchSampler``);
             None: when a ``torch.distributed`` process group with several ranks is initialised.
+        keys: key declarations for samples of datasets that are not ``MolecularDataset``s (whose
+            own ``key_registry`` is used otherwise).
         **kwargs: any further ``DataLoader`` argument (sampler, batch_sampler, generator,
             worker_init_fn, persistent_workers, prefetch_factor, multiprocessing_context, timeout...).
     """
@@ -124,21 +117,34 @@ class MolecularDataLoader(DataLoader):
         cutoff: Optional[float] = None,
         return_atoms: bool = False,
         distributed: Optional[bool] = None,
+        keys=None,
         **kwargs: Any,
     ) -> None:
         collate_fn = kwargs.pop("collate_fn", None)
-        if collate_fn is None:
-            collate_fn = Collater(use_padding=use_padding, cutoff=cutoff)
-        elif cutoff is not None:
-            raise ValueError("cutoff= is applied by the loader's own collate function; do not pass collate_fn too")
+        root = root_dataset(dataset)
+        if return_atoms and not hasattr(root, "key_registry"):
+            raise ValueError(
+                f"return_atoms=True needs a MolecularDataset (got {type(root).__name__}): it builds the Atoms for batches"
+            )
         shuffle_seed: Optional[int] = None
+        transform_seed: Optional[int] = None
         if seed is not None:
             if kwargs.get("generator") is not None:
                 raise ValueError("pass either seed= or generator=, not both")
-            # two independent streams: the shuffle order depends on (seed, epoch) only, not on how
-            # many worker seeds torch drew (which changes with num_workers / persistent_workers)
-            shuffle_seed, worker_seed = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(2))
+            # independent streams: the shuffle order depends on (seed, epoch) only, not on how many
+            # worker seeds torch drew (which changes with num_workers / persistent_workers)
+            shuffle_seed, worker_seed, transform_seed = (
+                int(x) for x in np.random.SeedSequence(int(seed)).generate_state(3)
+            )
             kwargs["generator"] = torch.Generator().manual_seed(worker_seed)
+        if collate_fn is None:
+            collate_fn = Collater(
+                use_padding=use_padding, cutoff=cutoff, keys=registry_of(keys, registry_of(root)),
+                return_atoms=return_atoms, seed=transform_seed, transfer=num_workers > 0,
+            )
+        elif cutoff is not None or return_atoms:
+            raise ValueError("cutoff= and return_atoms= are applied by the loader's own collate function; "
+                             "do not pass collate_fn too")
         self.use_padding = bool(use_padding)
         self.cutoff = cutoff
         self.seed = seed
@@ -146,8 +152,6 @@ class MolecularDataLoader(DataLoader):
         self.max_atoms_per_batch = max_atoms_per_batch
         #: what the caller asked for; ``self.pin_memory`` is what is used on this machine
         self.pin_memory_requested = bool(pin_memory)
-        if self.return_atoms:
-            _check_return_atoms(dataset)
         common = dict(
             num_workers=num_workers, pin_memory=pin_memory and pin_memory_available(), collate_fn=collate_fn
         )
@@ -194,96 +198,31 @@ class MolecularDataLoader(DataLoader):
             if hasattr(s, "set_epoch"):
                 s.set_epoch(epoch)
 
-    def _get_iterator(self):
-        if self.num_workers == 0 and self._lean_fetch_ok():
-            it = _LeanSingleProcessIterator(self)
-            if all(hasattr(it, name) for name in _LeanSingleProcessIterator.NEEDS):
-                return it
-        return super()._get_iterator()
-
-    def _lean_fetch_ok(self) -> bool:
-        """Whether main-process batches may be fetched as ``collate_fn(dataset.__getitems__(batch))``
-        (a map-style dataset with ``__getitems__``, batched sampling): exactly what torch's
-        fetcher does then."""
-        if _SingleProcessDataLoaderIter is None:
-            return False
-        kind = getattr(self, "_dataset_kind", None)
-        return (
-            kind == _DatasetKind.Map
-            and getattr(self, "_auto_collation", False)
-            and bool(getattr(self.dataset, "__getitems__", None))
-        )
-
-    def __iter__(self):
-        root = _root_dataset(self.dataset)
-        if hasattr(root, "atoms_in_batches"):
-            # the flag is read where samples are built: in this process, or in workers forked/spawned now
-            root.atoms_in_batches = self.return_atoms
-        if self.seed is None or self.num_workers > 0:
-            return super().__iter__()
-        # main process: a per-epoch torch RNG stream of its own, drawn like torch's worker base seed
-        base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
-        return _OwnRngIterator(super().__iter__(), base_seed)
+    def __iter__(self) -> Iterator:
+        collate = self.collate_fn
+        if isinstance(collate, Collater) and self.num_workers == 0 and collate.seed is not None:
+            # the main process's transform stream for this epoch, drawn like torch's worker seeds
+            collate.epoch_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
+        iterator = super().__iter__()
+        if isinstance(collate, Collater) and collate.transfer and self.num_workers > 0:
+            return _Decoded(iterator)
+        return iterator
 
 
-class _LeanSingleProcessIterator(_SingleProcessDataLoaderIter or object):
-    """torch's main-process iterator with the per-batch fetch inlined.
+class _Decoded:
+    """Batches of a worker iterator decoded from their compact transfer format (``transfer.py``)."""
 
-    Batches are the same: the next index list from the batch sampler, ``dataset.__getitems__``
-    and the collate function, pinned when asked. What is skipped is bookkeeping that costs
-    ~10-20 µs per batch (comparable to collating a packed batch): torch's fetcher indirection
-    and the profiler's ``record_function`` — which is kept whenever a profiler is running, so
-    profiles still show the ``DataLoader`` spans. It relies on torch internals (``NEEDS``); the
-    loader checks them on every new iterator and uses torch's own iterator when one is missing.
-    """
-
-    NEEDS = ("_sampler_iter", "_collate_fn", "_dataset", "_pin_memory", "_num_yielded")
-
-    def __next__(self) -> Any:
-        if self._sampler_iter is None or torch.autograd._profiler_enabled():
-            return super().__next__()
-        data = self._collate_fn(self._dataset.__getitems__(next(self._sampler_iter)))
-        if self._pin_memory:
-            data = _pin_memory(data, getattr(self, "_pin_memory_device", None))
-        self._num_yielded += 1
-        return data
-
-
-def _pin_memory(data: Any, device: Optional[str]) -> Any:
-    from torch.utils.data._utils.pin_memory import pin_memory
-
-    return pin_memory(data, device)
-
-
-class _OwnRngIterator:
-    """A main-process ``DataLoader`` iterator whose batches are fetched with torch's global RNG set
-    to a private stream seeded by ``seed`` (and restored afterwards), so random transforms are
-    reproducible and independent of the caller's RNG use between batches."""
-
-    def __init__(self, inner: Iterator, seed: int) -> None:
+    def __init__(self, inner: Iterator) -> None:
         self._inner = inner
-        self._rng_state = torch.Generator().manual_seed(seed).get_state()
 
-    def __iter__(self) -> "_OwnRngIterator":
+    def __iter__(self) -> "_Decoded":
         return self
 
     def __next__(self) -> Any:
-        user_state = torch.get_rng_state()
-        torch.set_rng_state(self._rng_state)
-        try:
-            return next(self._inner)
-        finally:
-            self._rng_state = torch.get_rng_state()
-            torch.set_rng_state(user_state)
+        return decode_batch(next(self._inner))
 
     def __len__(self) -> int:
         return len(self._inner)
-
-    def __getattr__(self, name: str) -> Any:  # the wrapped iterator's attributes (_num_yielded, ...)
-        inner = self.__dict__.get("_inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
 
 
 def create_dataloaders(

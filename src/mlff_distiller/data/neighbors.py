@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Mapping, NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ __all__ = [
     "compute_edge_vectors",
     "NeighborList",
     "batch_neighbors",
+    "batch_edges",
+    "add_edges",
+    "check_cutoff",
     "require_graph_mode",
 ]
 
@@ -54,7 +57,7 @@ class Edges(NamedTuple):
     distances: Optional[np.ndarray] = None
 
 
-def _check_cutoff(cutoff: float) -> None:
+def check_cutoff(cutoff: float) -> None:
     is_number = isinstance(cutoff, numbers.Real) and not isinstance(cutoff, bool)
     if not (is_number and math.isfinite(cutoff) and cutoff > 0):
         raise ValueError(f"cutoff must be a finite positive number of Å, got {cutoff!r}")
@@ -72,7 +75,7 @@ def _check_inputs(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np.n
         pbc = np.repeat(pbc, 3)
     if pbc.shape != (3,):
         raise ValueError(f"pbc must have shape [3], got {list(pbc.shape)}")
-    _check_cutoff(cutoff)
+    check_cutoff(cutoff)
     zero = pbc & ~np.any(cell != 0.0, axis=1)
     if zero.any():
         axes = [int(k) for k in np.flatnonzero(zero)]
@@ -97,13 +100,6 @@ def _shift_table(r: int) -> np.ndarray:
         table.flags.writeable = False
         _SHIFT_TABLES[r] = table
     return table
-
-
-def _sort_edges(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int):
-    """Sort edges by (i, j, S0, S1, S2): i, j [E] and shifts [E, 3] of any integer dtype ->
-    (i, j, shifts) int64 (see ``_sorted_edges``)."""
-    edge_index, shifts = _sorted_edges(i, j, shifts, n_atoms)
-    return edge_index[0], edge_index[1], shifts
 
 
 def _sorted_edges(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,30 +139,65 @@ def _sorted_edges(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int
     return edge_index, _shift_table(r).take(key, axis=0)
 
 
-def _batch_edges(calculator, positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, ptr: np.ndarray, on_error):
-    """Full neighbor lists of B concatenated structures: ``edge_index`` [2, E] int64 offset by
-    ``ptr`` and ``shifts`` [E, 3] int64, sorted by (i, j, S) (so grouped by structure in batch
-    order) exactly as ``_sorted_edges`` sorts the concatenated lists.
+def batch_edges(
+    positions: np.ndarray,
+    cells: np.ndarray,
+    pbc: np.ndarray,
+    ptr: np.ndarray,
+    cutoff: float,
+    *,
+    n_threads: int = 1,
+    where: Optional[Callable[[int], str]] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full neighbor lists of B concatenated structures — the one neighbor-list implementation
+    (``compute_neighbors``, ``batch_neighbors``, the ``NeighborList`` transform, the loader's
+    ``cutoff=`` and packed files' stored lists all call it).
 
-    positions [T, 3] float64, cells [B, 3, 3] float64, pbc [B, 3] bool, ptr [B + 1] int64;
-    ``calculator`` a ``vesin.NeighborList``; ``on_error(b, exc)`` returns the exception to raise
-    when vesin fails on structure b. Each structure's key (i, j, row of S in the shift table) is
-    built and sorted while vesin's output is still in cache; the general path (any |S| > 7)
-    concatenates the raw lists and sorts them with ``_sorted_edges``.
+    positions [T, 3] (any float dtype; the search runs on these values widened exactly to
+    float64), cells [B, 3, 3], pbc [B, 3] bool, ptr [B + 1] int64. Returns ``edge_index`` [2, E]
+    int64 offset by ``ptr`` and ``shifts`` [E, 3] int64, sorted by (i, j, S) (so grouped by
+    structure in batch order). ``where(b)`` names structure b in errors (default "batch entry b").
+    Each structure's key (i, j, row of S in the shift table) is built and sorted while vesin's
+    output is still in cache; any |S| > 7 takes the general path (``_sorted_edges``).
     """
+    check_cutoff(cutoff)
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    cells = np.ascontiguousarray(cells, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
+    ptr = np.asarray(ptr, dtype=np.int64)
+    where = where or (lambda b: f"batch entry {b}")
+
+    def name(b: int) -> str:
+        text = where(b)
+        return f"{text}: " if text else ""
+
     n, total = len(cells), int(ptr[-1])
+    if len(ptr) != n + 1 or total != len(positions) or pbc.shape != (n, 3):
+        raise ValueError(f"inconsistent batch: ptr {ptr.tolist()[:8]} for {len(positions)} atoms and {n} cells")
+    bad = pbc & ~np.any(cells != 0.0, axis=2)
+    if bad.any():
+        b = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ValueError(
+            f"{name(b)}pbc is True along axis {np.flatnonzero(bad[b]).tolist()} but the cell vector there is "
+            "zero; a periodic direction needs a lattice vector"
+        )
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, n_threads=n_threads)
+
+    def compute(b: int):
+        try:  # copy=False: views of vesin's buffers, read before the next compute
+            return calculator.compute(positions[ptr[b] : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
+        except RuntimeError as exc:
+            raise ValueError(f"{name(b)}vesin could not build the neighbor list: {exc}") from exc
+
     nb = max((total - 1).bit_length(), 1)
     r = _TABLE_RANGE
     w = 2 * r + 1
     sb = max(int(w**3 - 1).bit_length(), 1)
-    keys = []
+    keys: Optional[list] = []
     if 2 * nb + sb <= 62:
         for b in range(n):
             start = int(ptr[b])
-            try:  # copy=False: views of vesin's buffers, read before the next compute
-                i, j, s = calculator.compute(positions[start : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
-            except RuntimeError as exc:
-                raise on_error(b, exc) from exc
+            i, j, s = compute(b)
             if s.shape[0] and (s.min() < -r or s.max() > r):
                 keys = None  # a shift beyond the table: general path
                 break
@@ -191,13 +222,10 @@ def _batch_edges(calculator, positions: np.ndarray, cells: np.ndarray, pbc: np.n
     sources, targets, shifts = [], [], []
     for b in range(n):
         start = int(ptr[b])
-        try:
-            i, j, s = calculator.compute(positions[start : ptr[b + 1]], cells[b], pbc[b], quantities="ijS", copy=False)
-        except RuntimeError as exc:
-            raise on_error(b, exc) from exc
+        i, j, s = compute(b)
         sources.append(np.add(i, start, dtype=np.int64, casting="unsafe"))
         targets.append(np.add(j, start, dtype=np.int64, casting="unsafe"))
-        shifts.append(s.copy())
+        shifts.append(s.reshape(-1, 3).copy())
     if not sources:
         return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
     return _sorted_edges(np.concatenate(sources), np.concatenate(targets), np.concatenate(shifts), total)
@@ -249,13 +277,10 @@ def compute_neighbors(
     ((2, 6), [[-1, 0, 0], [0, -1, 0]])
     """
     positions, cell, pbc = _check_inputs(positions, cell, pbc, cutoff)
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, n_threads=n_threads)
-    try:
-        # copy=False: views of vesin's buffers, only read by the sort (which returns fresh arrays)
-        i, j, shifts = calculator.compute(positions, cell, pbc, quantities="ijS", copy=False)
-    except RuntimeError as exc:
-        raise ValueError(f"vesin could not build the neighbor list: {exc}") from exc
-    edge_index, shifts = _sorted_edges(i, j, shifts.reshape(-1, 3), len(positions))
+    edge_index, shifts = batch_edges(
+        positions, cell[None], pbc[None], np.array([0, len(positions)]), cutoff, n_threads=n_threads,
+        where=lambda b: "",
+    )
     i, j = edge_index
     if not with_vectors:
         return Edges(edge_index, shifts)
@@ -307,7 +332,7 @@ class NeighborList(Transform):
     """
 
     def __init__(self, cutoff: float, with_vectors: bool = False, n_threads: int = 1) -> None:
-        _check_cutoff(cutoff)
+        check_cutoff(cutoff)
         self.cutoff = float(cutoff)
         self.with_vectors = bool(with_vectors)
         self.n_threads = int(n_threads)
@@ -350,32 +375,20 @@ def batch_neighbors(
     Reads ``positions`` [T, 3], ``cell`` [B, 3, 3], ``pbc`` [B, 3] and ``ptr`` [B + 1] (or
     ``natoms`` [B]); returns ``edge_index`` [2, E] int64 and ``shifts`` [E, 3] int64, edges
     grouped by structure in batch order (plus ``edge_vectors`` [E, 3] and ``edge_lengths`` [E]
-    in the positions' dtype when ``with_vectors``). Merge into the batch with ``batch.update``.
+    in the positions' dtype when ``with_vectors``), found from the batch's own positions (in its
+    dtype, widened exactly). Merge into the batch with ``batch.update``.
     """
     positions = batch["positions"]
     if "ptr" in batch:
         ptr = _to_numpy(batch["ptr"]).astype(np.int64)
     else:
         ptr = np.concatenate([[0], np.cumsum(_to_numpy(batch["natoms"]))]).astype(np.int64)
-    pos = _to_numpy(positions).astype(np.float64)
-    cells = _to_numpy(batch["cell"]).astype(np.float64)
-    pbcs = _to_numpy(batch["pbc"]).astype(bool)
-    if len(ptr) - 1 != len(cells) or ptr[-1] != len(pos):
-        raise ValueError(
-            f"graph batch is inconsistent: ptr {ptr.tolist()} for {len(pos)} atoms and {len(cells)} cells"
-        )
-    index_parts, shift_parts = [], []
-    for b in range(len(cells)):
-        start, stop = ptr[b], ptr[b + 1]
-        try:
-            edges = compute_neighbors(pos[start:stop], cells[b], pbcs[b], cutoff, n_threads=n_threads)
-        except ValueError as exc:
-            where = f"structure {int(batch['idx'][b])}" if "idx" in batch else f"batch entry {b}"
-            raise ValueError(f"{where}: {exc}") from exc
-        index_parts.append(edges.edge_index + start)
-        shift_parts.append(edges.shifts)
-    edge_index = np.concatenate(index_parts, axis=1) if index_parts else np.zeros((2, 0), np.int64)
-    shifts = np.concatenate(shift_parts) if shift_parts else np.zeros((0, 3), np.int64)
+    cells = batch["cell"]
+    idx = _to_numpy(batch["idx"]) if "idx" in batch else None
+    edge_index, shifts = batch_edges(
+        _to_numpy(positions), _to_numpy(cells), _to_numpy(batch["pbc"]), ptr, cutoff, n_threads=n_threads,
+        where=(lambda b: f"structure {int(idx[b])}") if idx is not None else None,
+    )
     out = {
         "edge_index": torch.from_numpy(edge_index).to(positions.device),
         "shifts": torch.from_numpy(shifts).to(positions.device),
@@ -385,10 +398,22 @@ def batch_neighbors(
         if atom_batch is None:
             counts = torch.from_numpy(np.diff(ptr)).to(positions.device)
             atom_batch = torch.repeat_interleave(torch.arange(len(cells), device=positions.device), counts)
-        vectors = compute_edge_vectors(positions, out["edge_index"], out["shifts"], batch["cell"], atom_batch)
+        vectors = compute_edge_vectors(positions, out["edge_index"], out["shifts"], cells, atom_batch)
         out["edge_vectors"] = vectors
         out["edge_lengths"] = torch.linalg.vector_norm(vectors, dim=1)
     return out
+
+
+def add_edges(batch: dict, cutoff: float) -> dict:
+    """``batch`` (a graph batch dict) with ``edge_index`` and ``shifts`` for ``cutoff`` added in
+    place (see :func:`batch_neighbors`); an error when it already carries edges."""
+    if "edge_index" in batch:
+        raise ValueError(
+            "samples already carry edges (a NeighborList transform) and the loader was given "
+            "cutoff= too; use one of the two"
+        )
+    batch.update(batch_neighbors(batch, cutoff))
+    return batch
 
 
 def require_graph_mode(use_padding: bool, cutoff: Optional[float]) -> None:

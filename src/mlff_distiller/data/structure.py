@@ -2,7 +2,9 @@
 
 Units are ASE's: positions Å, energy eV, forces eV/Å, stress eV/Å³ (ASE sign convention).
 Arrays keep the dtype the file stores (float64 from ASE/XYZ, float32 where an HDF5 file
-stores float32); the dataset converts to the requested torch dtype.
+stores float32); the dataset converts to the requested torch dtype. Every other key a structure
+carries (``energies`` [N] eV, ``hvp``/``hvp_directions`` [N, K, 3], provenance such as
+``sample_method`` or ``config_type``...) is in ``extras``, under a name declared in ``keys.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import Optional
 
 import numpy as np
 
-LABEL_NAMES = ("energy", "forces", "stress")
+from .keys import ATOM, DEFAULT_KEYS, LIST, STRUCTURE_LABELS, KeyRegistry
+
+#: the labels that are fields of ``Structure`` (the rest travel in ``extras``)
+LABEL_NAMES = STRUCTURE_LABELS
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Structure:
     energy:    [] eV, or None when the structure carries no energy label
     forces:    [N, 3] eV/Å, or None
     stress:    [3, 3] eV/Å³ (ASE sign convention), or None
+    extras:    further declared keys -> numpy arrays (per atom: [N, ...]) or Python str/int/float
     """
 
     positions: np.ndarray
@@ -46,11 +52,14 @@ class Structure:
         return {k: getattr(self, k) for k in LABEL_NAMES if getattr(self, k) is not None}
 
 
-def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False):
+def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False, keys: KeyRegistry = DEFAULT_KEYS):
     """An ``ase.Atoms`` whose SinglePointCalculator returns the structure's labels (float64).
 
     ASE keeps stress as the 6 Voigt components; ``symmetric_stress=True`` (used by writers, where
     that is what gets stored) refuses a stress that is not exactly symmetric instead of averaging it.
+    Extras: ``energies`` is a calculator result (``atoms.get_potential_energies()``), other
+    per-atom extras go to ``atoms.arrays`` (``hvp`` [N, K, 3]...), per-structure ones to
+    ``atoms.info`` (``sample_method``, ``config_type``...).
     """
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -75,6 +84,16 @@ def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False):
                 "only — write 'hdf5' (or 'packed') to keep all 9 values"
             )
         results["stress"] = full_3x3_to_voigt_6_stress(stress)
+    for name, value in structure.extras.items():
+        key = keys.require(name)
+        if name == "energies":
+            results["energies"] = np.asarray(value, dtype=np.float64)
+        elif key.kind == ATOM:
+            atoms.arrays[name] = np.array(value)
+        elif key.kind == LIST or np.ndim(value) == 0:
+            atoms.info[name] = value.item() if isinstance(value, np.ndarray) else value
+        else:
+            atoms.info[name] = np.array(value)
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms

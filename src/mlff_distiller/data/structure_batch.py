@@ -1,105 +1,228 @@
-"""A batch of structures as concatenated numpy arrays, and its vectorised collate.
+"""A batch of B structures as columns: one concatenated array per key, plus presence flags.
 
-``StructureBatch`` is what a batched reader (``PackedReader.read_batch``, the in-memory cache)
-returns for B dataset indices: per-atom arrays concatenated over the batch ([T, ...], T = sum of
-atom counts) and per-structure arrays stacked ([B, ...]), with a presence mask per label.
-``collate`` turns it into exactly the batch dict ``molecular_collate_fn`` (padded) or
-``molecular_collate_fn_no_padding`` (graph) builds from the per-sample dicts, with whole-batch
-numpy/torch operations and no per-atom or per-structure Python.
+``StructureBatch`` is the one intermediate form every batch goes through. Readers that serve a
+batch at once (``PackedStore.read_batch``, the in-memory cache) return it directly; other readers'
+structures are concatenated by :meth:`StructureBatch.from_structures`; sample dicts (after a
+transform) by :meth:`StructureBatch.from_samples`. ``collate.collate_columns`` then builds the
+padded or graph batch from it — the same code for all three.
 
-``SampleList`` is the lazy sequence ``MolecularDataset.__getitems__`` returns on the fast path: a
-user collate function can still index it (each sample dict is built on access), while the
-project's collate functions call ``collate_fast`` and never build the per-sample dicts.
+Columns are named with the sample keys (``positions``, ``species``, ``cell``, ``pbc``, ``energy``,
+``forces``, ``hvp``, ``config_type``...) and laid out by the key's kind (``keys.py``):
+per-atom [T, ...] (T = sum of atom counts; structure b owns rows ``ptr[b]:ptr[b+1]``),
+per-structure [B, ...], per-edge [E, ...] (``edge_index`` [2, E], local to each structure, with
+``num_edges`` [B]), list: a Python list of B values. ``Column.present`` [B] bool (None: every
+structure has the key); rows of structures without the key are zero (None in a list).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
-from .structure import LABEL_NAMES, Structure
+from .errors import format_error
+from .keys import ATOM, DEFAULT_KEYS, EDGE, LIST, STRUCTURE, STRUCTURAL_KEYS, BATCH_KEYS, REQUIRED_KEYS, KeyRegistry, infer_kind
+from .structure import Structure
 
-#: float dtypes converted with numpy (exactly as torch rounds them); others (float16, bfloat16)
-#: are converted by torch, as ``MolecularDataset.to_sample`` does
-_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
+_INT64 = np.dtype(np.int64)
 
 
-@dataclass
-class LabelColumn:
-    """One label over a batch: ``values`` ([B] energy, [T, 3] forces, [B, 3, 3] stress) and
-    ``present`` [B] bool. Rows of structures without the label are zero (the batch contract's
-    zero-fill; the ``present`` flags become the batch's ``<label>_mask``)."""
+class Column:
+    """Values of one key over a batch (see module docstring), their kind and presence flags."""
 
-    values: np.ndarray
-    present: np.ndarray
+    __slots__ = ("values", "present", "kind", "torch_dtype")
+
+    def __init__(
+        self, values: Any, present: Optional[np.ndarray] = None, kind: str = STRUCTURE, torch_dtype=None
+    ) -> None:
+        self.values = values
+        self.present = present
+        self.kind = kind
+        #: a torch dtype numpy lacks (bfloat16): ``values`` hold its bits as int16
+        self.torch_dtype = torch_dtype
+
+    def __repr__(self) -> str:
+        shape = getattr(self.values, "shape", len(self.values) if isinstance(self.values, list) else None)
+        return f"Column({self.kind}, shape={shape}, partial={self.present is not None})"
+
+
+def concat(parts: list, empty_shape: tuple, dtype=np.float64, axis: int = 0) -> np.ndarray:
+    """``np.concatenate(parts, axis)``, or zeros of ``empty_shape`` when there are no parts."""
+    return np.concatenate(parts, axis=axis) if parts else np.zeros(empty_shape, dtype=dtype)
 
 
 class StructureBatch:
-    """B structures as concatenated arrays (units eV/Å, the file's dtypes).
+    """B structures as columns (units eV/Å; the file's dtypes).
 
-    indices:   [B] int64 dataset index of each structure (the samples' ``idx``)
+    indices:   [B] int64 dataset index of each structure, or None (samples without ``idx``)
     natoms:    [B] int64
-    positions: [T, 3] Å, numbers: [T] int64 (structure b owns rows ptr[b]:ptr[b+1])
-    cell:      [B, 3, 3] Å, pbc: [B, 3] bool
-    labels:    label name -> LabelColumn, only for labels at least one structure carries
-    edge_index: [2, E] per-structure-local (source, target), shifts: [E, 3] and
-    num_edges: [B] int64 — stored neighbor lists, or None
-    ptr:       [B + 1] int64 (computed from ``natoms`` when not given)
+    columns:   key -> Column; always ``positions`` [T, 3], ``species`` [T] int64, and for batches
+               of structures ``cell`` [B, 3, 3], ``pbc`` [B, 3]
+    num_edges: [B] int64 when some column is per-edge (NeighborList samples) or edges are stored
+    stored_edges: (edge_index [2, E] per-structure-local, shifts [E, 3]) stored neighbor lists of a
+               packed file (not columns: a batch carries them only when asked for their cutoff)
+    edges_cutoff: cutoff (Å) of ``stored_edges``
+    edges_exact: [B] bool, structure b's stored edges are also exact for float32 positions (None: unknown)
     """
 
     def __init__(
         self,
-        indices: np.ndarray,
+        indices: Optional[np.ndarray],
         natoms: np.ndarray,
-        positions: np.ndarray,
-        numbers: np.ndarray,
-        cell: np.ndarray,
-        pbc: np.ndarray,
-        labels: Optional[dict[str, LabelColumn]] = None,
-        edge_index: Optional[np.ndarray] = None,
-        shifts: Optional[np.ndarray] = None,
+        columns: dict[str, Column],
+        *,
         num_edges: Optional[np.ndarray] = None,
         ptr: Optional[np.ndarray] = None,
+        stored_edges: Optional[tuple] = None,
+        edges_cutoff: Optional[float] = None,
+        edges_exact: Optional[np.ndarray] = None,
     ) -> None:
-        self.indices, self.natoms, self.positions, self.numbers = indices, natoms, positions, numbers
-        self.cell, self.pbc = cell, pbc
-        self.labels: dict[str, LabelColumn] = {} if labels is None else labels
-        self.edge_index, self.shifts, self.num_edges = edge_index, shifts, num_edges
+        self.indices = indices
+        self.natoms = natoms
+        self.columns = columns
+        self.num_edges = num_edges
+        self.stored_edges = stored_edges
+        self.edges_cutoff = edges_cutoff
+        self.edges_exact = edges_exact
         self._ptr = ptr
 
+    # -- construction ---------------------------------------------------------------------
     @classmethod
-    def from_structures(cls, structures: Sequence[Structure], indices) -> "StructureBatch":
-        """Concatenate the arrays of ``structures`` (dataset indices ``indices``) into one batch."""
-        natoms = np.array([len(s.numbers) for s in structures], dtype=np.int64)
-        labels = {}
-        for name in LABEL_NAMES:
-            values = [getattr(s, name) for s in structures]
-            present = np.array([v is not None for v in values], dtype=bool)
-            if not present.any():
-                continue
-            dtype = np.result_type(*[np.asarray(v).dtype for v in values if v is not None])
-            if name == "forces":
-                filled = [v if v is not None else np.zeros((n, 3), dtype) for v, n in zip(values, natoms)]
-                labels[name] = LabelColumn(np.concatenate(filled).astype(dtype, copy=False), present)
-            else:
-                shape = () if name == "energy" else (3, 3)
-                filled = [np.asarray(v) if v is not None else np.zeros(shape, dtype) for v in values]
-                labels[name] = LabelColumn(np.stack(filled).astype(dtype, copy=False), present)
-        return cls(
-            indices=np.asarray(indices, dtype=np.int64).reshape(-1),
-            natoms=natoms,
-            positions=_concat([s.positions for s in structures], (0, 3)),
-            numbers=_concat([np.asarray(s.numbers, dtype=np.int64) for s in structures], (0,)).astype(np.int64),
-            cell=np.stack([np.asarray(s.cell) for s in structures]) if structures else np.zeros((0, 3, 3)),
-            pbc=np.stack([np.asarray(s.pbc, dtype=bool) for s in structures]) if structures else np.zeros((0, 3), bool),
-            labels=labels,
-        )
+    def from_structures(
+        cls, structures: Sequence[Structure], indices, keys: KeyRegistry = DEFAULT_KEYS, path: str = "<structures>"
+    ) -> "StructureBatch":
+        """Concatenate the arrays of ``structures`` (dataset indices ``indices``) into one batch.
 
+        ``Structure.extras`` become columns of their declared kind (an undeclared extra is a
+        KeyError naming it); labels and extras some structures lack are zero-filled with flags."""
+        natoms = np.array([len(s.numbers) for s in structures], dtype=np.int64)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        columns = {
+            "positions": Column(concat([np.asarray(s.positions) for s in structures], (0, 3)), kind=ATOM),
+            "species": Column(concat([np.asarray(s.numbers, dtype=np.int64) for s in structures], (0,), np.int64)
+                              .astype(np.int64, copy=False), kind=ATOM),
+            "cell": Column(concat([np.asarray(s.cell)[None] for s in structures], (0, 3, 3)), kind=STRUCTURE),
+            "pbc": Column(concat([np.asarray(s.pbc, dtype=bool)[None] for s in structures], (0, 3), bool),
+                          kind=STRUCTURE),
+        }
+        for name in ("energy", "forces", "stress"):
+            values = [getattr(s, name) for s in structures]
+            if any(v is not None for v in values):
+                columns[name] = _column(keys[name], values, natoms, path, idx)
+        extra_names: dict[str, None] = {}
+        for s in structures:
+            extra_names.update(dict.fromkeys(s.extras))
+        for name in extra_names:
+            key = keys.require(name, where=path)
+            columns[name] = _column(key, [s.extras.get(name) for s in structures], natoms, path, idx)
+        return cls(idx, natoms, columns)
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[dict], keys: KeyRegistry = DEFAULT_KEYS) -> "StructureBatch":
+        """Columns of sample dicts (tensors, numpy arrays, numbers, strings, objects), checked:
+        positions [N, 3] and species [N] in every sample, ``natoms`` equal to the row counts,
+        structural keys in all samples or none, per-atom keys with N rows, one trailing shape per key.
+        Undeclared tensor keys get the kind their shapes show unambiguously (``keys.infer_kind``)."""
+        if isinstance(samples, dict) or len(samples) == 0:
+            raise ValueError("collate needs a non-empty list of sample dicts")
+        for b, s in enumerate(samples):
+            missing = [k for k in REQUIRED_KEYS if k not in s]
+            if missing:
+                raise KeyError(f"{_where(s, b)}: sample lacks required key(s) {missing}; it has {sorted(s)}")
+            reserved = [k for k in s if k in BATCH_KEYS or k.endswith("_mask")]
+            if reserved:
+                raise ValueError(f"{_where(s, b)}: sample key(s) {reserved} are reserved for batch-level masks/indices")
+        n = len(samples)
+        counts = _natoms(samples)
+        natoms = np.array(counts, dtype=np.int64)
+        names: dict[str, None] = {}
+        for s in samples:
+            names.update(dict.fromkeys(s))
+        columns: dict[str, Column] = {}
+        num_edges: Optional[list[int]] = None
+        for name in names:
+            b_idx = [b for b, s in enumerate(samples) if name in s]
+            values = [_as_array(name, samples[b][name], samples[b], b) for b in b_idx]
+            torch_dtype = None
+            if any(isinstance(samples[b][name], torch.Tensor) and samples[b][name].dtype == torch.bfloat16
+                   for b in b_idx):
+                torch_dtype = torch.bfloat16
+                values = [_bfloat16_bits(name, samples[b][name], samples[b], b) for b in b_idx]
+            shapes = [v.shape if isinstance(v, np.ndarray) else None for v in values]
+            key = keys.get(name)
+            kind = key.kind if key is not None else infer_kind(name, shapes, [counts[b] for b in b_idx])
+            if key is not None and kind != LIST:
+                for shape, b in zip(shapes, b_idx):
+                    if shape is not None:
+                        try:
+                            key.row_shape(shape, natoms=counts[b])
+                        except ValueError as exc:
+                            raise ValueError(f"{_where(samples[b], b)}: key {name!r} {exc}") from None
+            partial = len(b_idx) < n
+            if partial and (name in STRUCTURAL_KEYS or kind == EDGE):
+                lacking = next(b for b in range(n) if name not in samples[b])
+                raise ValueError(
+                    f"sample key {name!r} is in some structures of the batch but not in "
+                    f"{_where(samples[lacking], lacking)}; it must be in all or none"
+                )
+            present = None
+            if partial:
+                present = np.zeros(n, dtype=bool)
+                present[b_idx] = True
+            if kind == LIST:
+                full: list = [None] * n
+                for b, v in zip(b_idx, values):
+                    full[b] = v
+                columns[name] = Column(full, present, LIST)
+                continue
+            if any(shape is None for shape in shapes):
+                b = b_idx[shapes.index(None)]
+                raise ValueError(f"{_where(samples[b], b)}: key {name!r} holds a {type(values[0]).__name__}, "
+                                 f"but it is declared per {kind}")
+            if kind == ATOM:
+                for shape, b in zip(shapes, b_idx):
+                    if not shape or shape[0] != counts[b]:
+                        raise ValueError(
+                            f"{_where(samples[b], b)}: per-atom key {name!r} has shape {list(shape)}, "
+                            f"expected first dimension {counts[b]} (the atom count)"
+                        )
+                trailing = _trailing(name, shapes, 1)
+                flat = _cat(name, values, 0)
+                if partial:
+                    filled = np.zeros((int(natoms.sum()),) + trailing, dtype=flat.dtype)
+                    filled[np.repeat(present, natoms)] = flat
+                    flat = filled
+                columns[name] = Column(flat, present, ATOM, torch_dtype)
+            elif kind == STRUCTURE:
+                trailing = _trailing(name, shapes, 0)
+                stacked = _cat(name, [v[None] for v in values], 0)
+                if partial:
+                    filled = np.zeros((n,) + trailing, dtype=stacked.dtype)
+                    filled[present] = stacked
+                    stacked = filled
+                columns[name] = Column(stacked, present, STRUCTURE, torch_dtype)
+            else:  # EDGE
+                axis = key.axis if key is not None else 0
+                for shape, b in zip(shapes, b_idx):
+                    if len(shape) <= axis or (axis == 1 and shape[0] != 2):
+                        raise ValueError(f"{_where(samples[b], b)}: per-edge key {name!r} has shape {list(shape)}")
+                sizes = [shape[axis] for shape in shapes]
+                if num_edges is None:
+                    num_edges = sizes
+                elif sizes != num_edges:
+                    raise ValueError(f"per-edge key {name!r} has edge counts {sizes}, others have {num_edges}")
+                if axis == 0:
+                    _trailing(name, shapes, 1)
+                columns[name] = Column(_cat(name, values, axis), None, EDGE, torch_dtype)
+        indices = None
+        if "idx" in columns:
+            indices = np.asarray(columns["idx"].values, dtype=np.int64).reshape(-1)
+        edges = None if num_edges is None else np.array(num_edges, dtype=np.int64)
+        return cls(indices, natoms, columns, num_edges=edges)
+
+    # -- access ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.natoms.shape[0])
 
@@ -112,283 +235,177 @@ class StructureBatch:
             self._ptr = ptr
         return self._ptr
 
+    @property
+    def positions(self) -> np.ndarray:
+        return self.columns["positions"].values
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return self.columns["species"].values
+
+    @property
+    def cell(self) -> np.ndarray:
+        return self.columns["cell"].values
+
+    @property
+    def pbc(self) -> np.ndarray:
+        return self.columns["pbc"].values
+
+    @property
+    def edge_index(self) -> Optional[np.ndarray]:
+        """[2, E] per-structure-local stored edges (or per-edge column), None without edges."""
+        if self.stored_edges is not None:
+            return self.stored_edges[0]
+        column = self.columns.get("edge_index")
+        return None if column is None else column.values
+
+    @property
+    def shifts(self) -> Optional[np.ndarray]:
+        if self.stored_edges is not None:
+            return self.stored_edges[1]
+        column = self.columns.get("shifts")
+        return None if column is None else column.values
+
+    def where(self, b: int) -> str:
+        """How structure b is named in messages."""
+        return f"structure {int(self.indices[b])}" if self.indices is not None else f"batch entry {b}"
+
     def structure(self, k: int) -> Structure:
-        """Structure ``k`` of the batch (copies of its rows)."""
+        """Structure ``k`` of the batch (copies of its rows; labels and extras it carries)."""
         ptr = self.ptr
         a, b = int(ptr[k]), int(ptr[k + 1])
-        labels = {}
-        for name, column in self.labels.items():
-            if column.present[k]:
-                value = column.values[a:b] if name == "forces" else column.values[k]
-                labels[name] = np.array(value)
+        fields: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
+        for name, column in self.columns.items():
+            if name in ("positions", "species", "cell", "pbc") or column.kind == EDGE:
+                continue
+            if column.present is not None and not column.present[k]:
+                continue
+            if column.kind == LIST:
+                value = column.values[k]
+            elif column.kind == ATOM:
+                value = np.array(column.values[a:b])
+            else:
+                value = np.array(column.values[k])
+            if name in ("energy", "forces", "stress"):
+                fields[name] = value
+            else:
+                extras[name] = value
         return Structure(
             positions=self.positions[a:b].copy(),
             numbers=self.numbers[a:b].copy(),
             cell=self.cell[k].copy(),
             pbc=self.pbc[k].copy(),
-            **labels,
+            extras=extras,
+            **fields,
         )
 
-    def collate(self, use_padding: bool, dtype: torch.dtype = torch.float32, with_edges: bool = False) -> dict:
-        """The padded or graph batch dict (see DESIGN.md), floats in ``dtype``.
-
-        ``with_edges`` adds the stored neighbor lists to a graph batch (``edge_index`` offset by
-        ``ptr``, ``shifts``); it needs ``edge_index`` in this batch.
-        """
-        if with_edges and use_padding:
-            raise ValueError("stored neighbor lists need graph batching (use_padding=False)")
-        if use_padding:
-            return self._collate_padded(dtype)
-        return self._collate_graph(dtype, with_edges)
-
-    def neighbors(self, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-        """Full neighbor lists of every structure within ``cutoff`` Å, computed with vesin (one
-        thread) in float64: ``edge_index`` [2, E] int64 offset by ``ptr`` and integer ``shifts``
-        [E, 3], edges sorted by (i, j, shift) exactly as ``neighbors.batch_neighbors`` gives them."""
-        import vesin
-
-        from .neighbors import _batch_edges, _check_cutoff
-
-        _check_cutoff(cutoff)
-        positions = np.ascontiguousarray(self.positions, dtype=np.float64)
-        cells = np.ascontiguousarray(self.cell, dtype=np.float64)
-        pbc = np.asarray(self.pbc, dtype=bool)
-        bad = pbc & ~np.any(cells != 0.0, axis=2)
-        if bad.any():
-            b = int(np.flatnonzero(bad.any(axis=1))[0])
-            raise ValueError(
-                f"structure {int(self.indices[b])}: pbc is True along axis {np.flatnonzero(bad[b]).tolist()} "
-                f"but the cell vector there is zero; a periodic direction needs a lattice vector"
-            )
-        calculator = vesin.NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
-
-        def on_error(b: int, exc: Exception) -> ValueError:
-            return ValueError(f"structure {int(self.indices[b])}: vesin could not build the neighbor list: {exc}")
-
-        return _batch_edges(calculator, positions, cells, pbc, self.ptr, on_error)
-
-    # -- collate helpers ---------------------------------------------------------------------
-    def _common(self, dtype: torch.dtype, batch: dict) -> None:
-        """Per-structure keys and labels (atom-level labels on the caller's layout)."""
-        batch["cell"] = _float(self.cell, dtype)
-        batch["pbc"] = _tensor(self.pbc, _BOOL)
-        batch["natoms"] = _tensor(self.natoms, _INT64)
-        batch["idx"] = _tensor(self.indices, _INT64)
-        labels = self.labels
-        for name in ("energy", "stress"):
-            column = labels.get(name)
-            if column is not None:
-                batch[name] = _float(column.values, dtype)
-                batch[f"{name}_mask"] = _tensor(column.present, _BOOL)
-
-    def _collate_graph(self, dtype: torch.dtype, with_edges: bool) -> dict:
-        ptr = self.ptr
-        n = self.natoms.shape[0]
-        batch = {
-            "positions": _float(self.positions, dtype),
-            "species": _tensor(self.numbers, _INT64),
-            "batch": torch.from_numpy(_arange(n).repeat(self.natoms)),
-            "ptr": torch.from_numpy(ptr),
-        }
-        self._common(dtype, batch)
-        forces = self.labels.get("forces")
-        if forces is not None:
-            batch["forces"] = _float(forces.values, dtype)
-            batch["forces_mask"] = _tensor(forces.present, _BOOL)
-        batch["total_atoms"] = ptr.item(n)
-        if with_edges:
-            if self.edge_index is None:
-                raise ValueError("this batch carries no stored neighbor lists")
-            offsets = ptr[:-1].repeat(self.num_edges)
-            batch["edge_index"] = torch.from_numpy(np.add(self.edge_index, offsets, dtype=np.int64))
-            batch["shifts"] = _tensor(self.shifts, _INT64)
-        return batch
-
-    def _collate_padded(self, dtype: torch.dtype) -> dict:
-        n = self.natoms.shape[0]
-        m = int(self.natoms.max()) if n else 0
-        ptr = self.ptr
-        # flat row of each atom in the [B * M] padded layout
-        rows = (_arange(n) * m - ptr[:-1]).repeat(self.natoms)
-        rows += _arange(ptr.item(n))
-        batch = {
-            "positions": _scatter(self.positions, rows, (n, m, 3), dtype),
-            "species": _scatter(self.numbers, rows, (n, m), torch.int64),
-            "mask": torch.from_numpy(_arange(m) < self.natoms[:, None]),
-        }
-        self._common(dtype, batch)
-        forces = self.labels.get("forces")
-        if forces is not None:
-            batch["forces"] = _scatter(forces.values, rows, (n, m, 3), dtype)
-            batch["forces_mask"] = _tensor(forces.present, _BOOL)
-        batch["max_atoms"] = m
-        return batch
-
-
-_INT64 = np.dtype(np.int64)
-_BOOL = np.dtype(bool)
-_ARANGE = np.arange(0, dtype=np.int64)
-
-
-def _arange(n: int) -> np.ndarray:
-    """A read-only view of ``arange(n)`` int64 (a shared buffer, grown on demand)."""
-    global _ARANGE
-    if n > _ARANGE.shape[0]:
-        _ARANGE = np.arange(max(n, 1024), dtype=np.int64)
-        _ARANGE.flags.writeable = False
-    return _ARANGE[:n]
-
-
-def _concat(parts: list, empty_shape: tuple) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(empty_shape)
-
-
-def _float(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor of ``array`` in ``dtype`` (no copy when the array already has that dtype)."""
-    np_dtype = _NUMPY_FLOAT.get(dtype)
-    if np_dtype is None:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np_dtype))
-
-
-def _tensor(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
-    """A tensor sharing ``array``'s memory when it already is a writeable contiguous ``np_dtype``."""
-    if array.dtype is not np_dtype or not array.flags.c_contiguous or not array.flags.writeable:
-        array = np.array(array, dtype=np_dtype, order="C")
-    return torch.from_numpy(array)
-
-
-def _scatter(values: np.ndarray, rows: np.ndarray, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """Zeros of ``shape`` with ``values`` placed at flat rows ``rows`` of its leading two dims."""
-    np_dtype = _INT64 if dtype == torch.int64 else _NUMPY_FLOAT.get(dtype)
-    if np_dtype is None:
-        out = torch.zeros(shape, dtype=dtype)
-        out.view((shape[0] * shape[1],) + shape[2:])[torch.from_numpy(rows)] = _float(values, dtype)
-        return out
-    out = np.zeros(shape, dtype=np_dtype)
-    flat = out.reshape((shape[0] * shape[1],) + shape[2:])
-    if values.dtype is np_dtype:
-        flat[rows] = values
-    else:  # cast first: numpy's casting assignment through a fancy index is slow
-        flat[rows] = values.astype(np_dtype)
-    return torch.from_numpy(out)
-
-
-def sample_dict(structure: Structure, index: int, dtype: torch.dtype) -> dict:
-    """The sample dict of ``structure`` exactly as ``MolecularDataset.to_sample`` builds it
-    without transform and atoms (fresh tensors)."""
-    sample = {
-        "positions": torch.tensor(np.asarray(structure.positions), dtype=dtype),
-        "species": torch.tensor(np.asarray(structure.numbers), dtype=torch.int64),
-        "cell": torch.tensor(np.asarray(structure.cell), dtype=dtype),
-        "pbc": torch.tensor(np.asarray(structure.pbc), dtype=torch.bool),
-        "natoms": torch.tensor(structure.natoms, dtype=torch.int64),
-        "idx": torch.tensor(index, dtype=torch.int64),
-    }
-    for label in LABEL_NAMES:
-        value = getattr(structure, label)
-        if value is not None:
-            sample[label] = torch.tensor(np.asarray(value), dtype=dtype)
-    return sample
-
-
-class SampleList(Sequence):
-    """The samples of a ``StructureBatch`` as a read-only sequence of dicts, built on access.
-
-    ``collate_fast(use_padding)`` gives the batch dict straight from the concatenated arrays;
-    the project's collate functions call it, any other collate function just indexes the list.
-    """
-
-    def __init__(
-        self, batch: StructureBatch, dtype: torch.dtype = torch.float32, edges_cutoff: Optional[float] = None
-    ) -> None:
-        self.batch = batch
-        self.dtype = dtype
-        #: cutoff (Å) of the neighbor lists stored with these structures (None: none stored)
-        self.edges_cutoff = edges_cutoff
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        n = len(self)
-        k = int(k)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"sample {k} out of range for a batch of {n}")
-        return sample_dict(self.batch.structure(k), int(self.batch.indices[k]), self.dtype)
-
-    def collate_fast(self, use_padding: bool, cutoff: Optional[float] = None) -> dict:
-        """The padded (``use_padding``) or graph batch dict of these samples.
-
-        ``cutoff`` (Å, graph batches only) adds ``edge_index`` [2, E] and ``shifts`` [E, 3]:
-        the stored neighbor lists when they were stored for this cutoff, else computed with
-        vesin on the stored (file-precision) coordinates, as ``neighbors.batch_neighbors`` does.
-        """
-        if cutoff is None:
-            out = self.batch.collate(use_padding, self.dtype)
-        else:
-            from .neighbors import require_graph_mode
-
-            require_graph_mode(use_padding, cutoff)
-            if self.edges_cutoff is not None and float(cutoff) == float(self.edges_cutoff):
-                out = self.batch.collate(False, self.dtype, with_edges=True)
-            else:
-                out = self.batch.collate(False, self.dtype)
-                edge_index, shifts = self.batch.neighbors(float(cutoff))
-                out["edge_index"], out["shifts"] = torch.from_numpy(edge_index), torch.from_numpy(shifts)
-        if get_worker_info() is not None:
-            return WorkerBatch(out)
-        return out
+    def structures(self) -> list[Structure]:
+        return [self.structure(k) for k in range(len(self))]
 
     def __repr__(self) -> str:
-        return f"SampleList(n={len(self)}, atoms={int(self.batch.natoms.sum())})"
+        return f"StructureBatch(n={len(self)}, atoms={int(self.natoms.sum())}, keys={list(self.columns)})"
 
 
-class WorkerBatch(dict):
-    """A batch dict that leaves a DataLoader worker as ONE byte buffer.
-
-    torch sends every tensor of a batch through its own shared-memory segment, which costs
-    far more than the batch itself for the ~15 small tensors of a molecular batch (measured
-    on a 2-core VM: ~5.8 ms per batch for 15 tensors, ~0.15 ms for one 100 kB buffer). This
-    dict pickles as a single buffer plus a small header; the receiving process gets a plain
-    dict whose tensors are views of that buffer. Non-tensor values are pickled as usual.
-    """
-
-    def __reduce__(self):
-        return (_unpack_batch, _pack_batch(self))
+# ----------------------------------------------------------------------------- helpers
 
 
-_ALIGN = 64
+def _column(key, values: list, natoms: np.ndarray, path: str, idx: np.ndarray) -> Column:
+    """Column of one key from per-structure values (None = absent), zero-filled where absent."""
+    present = np.array([v is not None for v in values], dtype=bool)
+    flags = None if present.all() else present
+    if key.kind == LIST:
+        return Column(list(values), flags, LIST)
+    arrays = [None if v is None else np.asarray(v) for v in values]
+    first = next(a for a in arrays if a is not None)
+    if key.kind == ATOM:
+        row = first.shape[1:]
+        dtype = np.result_type(*[a.dtype for a in arrays if a is not None])
+        parts = []
+        for b, (a, n) in enumerate(zip(arrays, natoms)):
+            if a is None:
+                a = np.zeros((int(n),) + row, dtype)
+            elif a.shape != (int(n),) + row:
+                raise format_error(path, int(idx[b]) if b < len(idx) else b, key.name,
+                                   f"has shape {list(a.shape)}, expected {[int(n)] + list(row)} "
+                                   "(the same row shape in every structure)")
+            parts.append(a)
+        return Column(concat(parts, (0,) + row, dtype).astype(dtype, copy=False), flags, ATOM)
+    if key.kind == STRUCTURE:
+        shape = first.shape
+        dtype = np.result_type(*[a.dtype for a in arrays if a is not None])
+        for b, a in enumerate(arrays):
+            if a is not None and a.shape != shape:
+                raise format_error(path, int(idx[b]) if b < len(idx) else b, key.name,
+                                   f"has shape {list(a.shape)}, other structures {list(shape)}")
+        filled = [a if a is not None else np.zeros(shape, dtype) for a in arrays]
+        return Column(np.stack(filled).astype(dtype, copy=False), flags, STRUCTURE)
+    raise ValueError(f"key {key.name!r}: per-edge values cannot come from Structure.extras")
 
 
-def _pack_batch(batch: dict) -> tuple[list, bytearray, dict, list]:
-    specs, others, offset = [], {}, 0
-    tensors = []
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.device.type == "cpu" and not value.requires_grad:
-            array = value.contiguous().numpy()
-            specs.append((key, str(value.dtype).removeprefix("torch."), tuple(value.shape), offset, array.nbytes))
-            tensors.append(array)
-            offset += -(-array.nbytes // _ALIGN) * _ALIGN
-        else:
-            others[key] = value
-    buffer = bytearray(offset)
-    view = np.frombuffer(buffer, dtype=np.uint8)
-    for (_, _, _, start, nbytes), array in zip(specs, tensors):
-        view[start : start + nbytes] = array.reshape(-1).view(np.uint8)
-    return specs, buffer, others, list(batch)
+def _as_array(name: str, value: Any, sample: dict, b: int) -> Any:
+    """A sample value as a numpy array (tensors: CPU, no grad), or the value itself (str, objects)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bfloat16:
+            return None  # replaced by its bits (``_bfloat16_bits``)
+        if value.device.type != "cpu":
+            raise ValueError(f"{_where(sample, b)}: key {name!r} is on {value.device}; collate works on CPU samples")
+        if value.requires_grad:
+            raise ValueError(f"{_where(sample, b)}: key {name!r} requires grad; samples must not carry autograd graphs")
+        return value.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (bool, int, float, np.generic)) and not isinstance(value, (str, bytes)):
+        return np.asarray(value)
+    return value
 
 
-def _unpack_batch(specs: list, buffer: bytearray, others: dict, order: list) -> dict:
-    storage = torch.frombuffer(buffer, dtype=torch.uint8) if len(buffer) else torch.empty(0, dtype=torch.uint8)
-    values = dict(others)
-    for key, dtype, shape, start, nbytes in specs:
-        values[key] = storage[start : start + nbytes].view(getattr(torch, dtype)).view(shape)
-    return {key: values[key] for key in order}
+def _bfloat16_bits(name: str, value: Any, sample: dict, b: int) -> np.ndarray:
+    """A bfloat16 tensor's bits as int16 (numpy has no bfloat16); other values are refused."""
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16):
+        raise ValueError(f"{_where(sample, b)}: key {name!r} mixes bfloat16 and other values across samples")
+    return _as_array(name, value.view(torch.int16), sample, b)
 
 
-__all__ = ["LabelColumn", "StructureBatch", "SampleList", "WorkerBatch", "sample_dict"]
+def _where(sample: dict, b: int) -> str:
+    if "idx" in sample:
+        return f"structure {int(sample['idx'])} (batch entry {b})"
+    return f"batch entry {b}"
+
+
+def _natoms(samples: Sequence[dict]) -> list[int]:
+    """Atom count of every sample, checked against ``positions``, ``species`` and ``natoms``."""
+    counts = []
+    for b, s in enumerate(samples):
+        shape = tuple(s["positions"].shape)
+        if len(shape) != 2 or shape[1] != 3:
+            raise ValueError(f"{_where(s, b)}: positions must have shape [N, 3], got {list(shape)}")
+        if tuple(s["species"].shape) != (shape[0],):
+            raise ValueError(f"{_where(s, b)}: species has shape {list(s['species'].shape)}, expected [{shape[0]}]")
+        counts.append(shape[0])
+    if all("natoms" in s for s in samples):
+        declared = [int(s["natoms"]) if np.asarray(s["natoms"]).size == 1 else -1 for s in samples]
+        if declared != counts:
+            b = next(k for k, (d, c) in enumerate(zip(declared, counts)) if d != c)
+            natoms = samples[b]["natoms"]
+            shown = natoms.tolist() if hasattr(natoms, "tolist") else natoms
+            raise ValueError(f"{_where(samples[b], b)}: natoms={shown} but positions has {counts[b]} rows")
+    return counts
+
+
+def _trailing(name: str, shapes: list[tuple], lead: int) -> tuple:
+    """The shape after ``lead`` dimensions, the same for every value (else ValueError)."""
+    trailing = {shape[lead:] for shape in shapes}
+    if len(trailing) != 1:
+        raise ValueError(f"cannot batch sample key {name!r}: inconsistent shapes {sorted(map(list, set(shapes)))[:4]}")
+    return trailing.pop()
+
+
+def _cat(name: str, values: list[np.ndarray], axis: int) -> np.ndarray:
+    try:
+        return np.concatenate(values, axis=axis)
+    except ValueError as exc:
+        raise ValueError(f"cannot batch sample key {name!r}: {exc}") from exc
+
+
+__all__ = ["Column", "StructureBatch", "concat"]

@@ -11,13 +11,16 @@ Rotations are about the origin: with the cell rotated too, fractional coordinate
 periodic structure) are unchanged. A reflection leaves a left-handed cell (negative determinant), which
 is the same lattice; ASE handles such cells.
 
-Randomness. By default the random transforms draw from torch's global RNG. ``torch.manual_seed(s)``
-makes them reproducible in the main process, and inside a ``DataLoader`` each worker's torch RNG is
-seeded by torch as ``base_seed + worker_id``, where ``base_seed`` is drawn anew every epoch from the
-loader's ``generator`` (or the global RNG). Draws therefore differ between workers and between epochs
-and are reproducible when the loader's ``generator`` (or the global seed) is fixed. Passing ``seed=``
-gives a transform its own generator: seeded with ``seed`` in the main process, and in a worker with
-``seed`` mixed with that worker's torch seed, so workers and epochs still differ.
+Randomness. A random transform draws from, in this order: its own generator when it was given
+``seed=`` (seeded with ``seed`` in the main process, and in a DataLoader worker with ``seed`` mixed
+with that worker's torch seed, so workers and epochs differ); else the generator passed to
+``transform.apply(sample, generator)`` — ``MolecularDataLoader(..., seed=)`` passes one of its own,
+so augmentations are reproducible without touching torch's global RNG; else torch's global RNG
+(``torch.manual_seed`` makes it reproducible; DataLoader workers are seeded by torch).
+
+How each key turns under a rotation is declared in the key registry (``keys.py``: ``rotation`` is
+'invariant', 'vector' or 'tensor'); ``keys=`` adds declarations and ``key_kinds=`` overrides the
+rule of single keys.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+
+from .keys import DEFAULT_KEYS, LIST, ROTATIONS, KeyRegistry, registry_of
 
 Sample = dict[str, Any]
 
@@ -84,6 +89,13 @@ class Compose(Transform):
             sample = t(sample)
         return sample
 
+    def apply(self, sample: Sample, generator: Optional[torch.Generator]) -> Sample:
+        """Apply the transforms in order; random ones draw from ``generator`` (see module docstring)."""
+        for t in self.transforms:
+            apply = getattr(t, "apply", None)
+            sample = apply(sample, generator) if callable(apply) else t(sample)
+        return sample
+
     def inverse(self, data: Sample) -> Sample:
         """Map a normalised sample, batch or dict of predictions back to physical units."""
         for t in reversed(self.transforms):
@@ -119,8 +131,21 @@ class _RandomTransform(Transform):
         self._generator: Optional[torch.Generator] = None
         self._generator_owner: Optional[tuple] = None
 
+    def __call__(self, sample: Sample) -> Sample:
+        return self.apply(sample, None)
+
+    def apply(self, sample: Sample, generator: Optional[torch.Generator]) -> Sample:
+        """Transform ``sample`` drawing from the own generator (``seed=``), else ``generator``,
+        else torch's global RNG."""
+        own = self._rng()
+        return self._transform(sample, own if own is not None else generator)
+
+    @abstractmethod
+    def _transform(self, sample: Sample, rng: Optional[torch.Generator]) -> Sample:
+        """The transform with random draws from ``rng`` (None: torch's global RNG)."""
+
     def _rng(self) -> Optional[torch.Generator]:
-        """None (= torch's global RNG) unless ``seed`` was given; then a generator per process."""
+        """None unless ``seed`` was given; then a generator per process (and worker seed)."""
         if self.seed is None:
             return None
         info = torch.utils.data.get_worker_info()
@@ -188,15 +213,7 @@ def random_reflection_matrix(
 
 # ----------------------------------------------------------------------------- applying Q to a sample
 
-#: how each standard sample key transforms under an orthogonal Q
-KEY_KINDS: dict[str, str] = {
-    "positions": "vector",
-    "forces": "vector",
-    "cell": "vector",  # rows are lattice vectors
-    "stress": "tensor",
-    "energy": "invariant",
-}
-_KINDS = ("vector", "tensor", "invariant")
+_KINDS = ROTATIONS
 
 #: how each ASE calculator property transforms (per-atom or not, the rule is the same)
 _RESULT_KINDS: dict[str, str] = {
@@ -294,16 +311,17 @@ def _relabelled(
 _INVARIANT_ARRAYS = ("numbers", "positions", "masses", "tags", "initial_charges")
 
 
-def _transform_atoms(atoms: Atoms, q: np.ndarray) -> Atoms:
+def _transform_atoms(atoms: Atoms, q: np.ndarray, kinds: Mapping[str, str]) -> Atoms:
     results = {}
     for name, value in _calculator_results(atoms).items():
         kind = _result_kind(name, value)
         results[name] = value if kind == "invariant" else _apply_to_array(value, q, kind, name)
     arrays = {}
     for name, value in atoms.arrays.items():
-        if name == "momenta":
-            arrays[name] = value @ q.T
-        elif name not in _INVARIANT_ARRAYS and value.ndim > 1 and np.issubdtype(value.dtype, np.floating):
+        kind = "vector" if name == "momenta" else kinds.get(name) if name not in _INVARIANT_ARRAYS else None
+        if kind in ("vector", "tensor"):
+            arrays[name] = _apply_to_array(value, q, kind, name)
+        elif kind is None and name not in _INVARIANT_ARRAYS and value.ndim > 1 and np.issubdtype(value.dtype, np.floating):
             raise ValueError(
                 f"cannot transform per-atom array {name!r} (shape {value.shape}) of sample['atoms'] "
                 "under a rotation/reflection"
@@ -312,21 +330,24 @@ def _transform_atoms(atoms: Atoms, q: np.ndarray) -> Atoms:
 
 
 def apply_orthogonal_transform(
-    sample: Sample, q: Union[torch.Tensor, np.ndarray], key_kinds: Optional[Mapping[str, str]] = None
+    sample: Sample, q: Union[torch.Tensor, np.ndarray], key_kinds: Optional[Mapping[str, str]] = None, keys=None
 ) -> Sample:
     """Apply the orthogonal matrix ``q`` [3, 3] (rotation or improper) to a sample, about the origin.
 
-    positions/forces/cell rows -> ``x @ q.T``; stress -> ``q @ σ @ q.T``; energy unchanged; integer and
-    bool tensors (species, pbc, natoms, idx, ...) unchanged; ``atoms`` is copied with its positions, cell,
-    momenta and calculator results transformed alike. ``key_kinds`` declares further keys as
-    ``'vector'`` ([..., 3]), ``'tensor'`` ([..., 3, 3]) or ``'invariant'``. A floating tensor of any
-    other key with ndim >= 1 raises ``ValueError`` rather than being left silently untransformed.
+    Every key turns by its declared rotation (``keys.py``): positions/forces/cell rows/hvp/
+    hvp_directions -> ``x @ q.T`` (last axis), stress -> ``q @ σ @ q.T``; energy, energies unchanged;
+    integer and bool tensors (species, pbc, natoms, idx, ...) unchanged; ``atoms`` is copied with its
+    positions, cell, momenta, declared arrays and calculator results transformed alike. ``keys`` adds
+    declarations (a ``KeyRegistry``, Keys or a dataset); ``key_kinds`` overrides single keys with
+    ``'vector'`` ([..., 3]), ``'tensor'`` ([..., 3, 3]) or ``'invariant'``. A floating tensor of an
+    undeclared key with ndim >= 1 raises ``ValueError`` rather than being left silently untransformed.
     """
-    return _apply(sample, _check_orthogonal(q), _merged_kinds(key_kinds))
+    return _apply(sample, _check_orthogonal(q), _merged_kinds(key_kinds, keys))
 
 
-def _merged_kinds(key_kinds: Optional[Mapping[str, str]]) -> dict[str, str]:
-    kinds = dict(KEY_KINDS)
+def _merged_kinds(key_kinds: Optional[Mapping[str, str]], keys=None) -> dict[str, str]:
+    registry = registry_of(keys)
+    kinds = {name: key.rotation for name, key in registry.items() if key.kind != LIST}
     for key, kind in (key_kinds or {}).items():
         if kind not in _KINDS:
             raise ValueError(f"key_kinds[{key!r}] must be one of {_KINDS}, got {kind!r}")
@@ -338,7 +359,7 @@ def _apply(sample: Sample, q: torch.Tensor, kinds: Mapping[str, str]) -> Sample:
     out = dict(sample)
     for key, value in sample.items():
         if key == "atoms" and isinstance(value, Atoms):
-            out[key] = _transform_atoms(value, q.numpy())
+            out[key] = _transform_atoms(value, q.numpy(), kinds)
         elif isinstance(value, (torch.Tensor, np.ndarray)):
             kind = kinds.get(key)
             if kind is None:
@@ -347,7 +368,8 @@ def _apply(sample: Sample, q: torch.Tensor, kinds: Mapping[str, str]) -> Sample:
                 if floating and value.ndim >= 1:
                     raise ValueError(
                         f"don't know how sample key {key!r} transforms under rotation/reflection; "
-                        f"declare it with key_kinds={{{key!r}: 'vector' | 'tensor' | 'invariant'}}"
+                        f"declare it (keys=[Key({key!r}, ..., rotation=...)]) or pass "
+                        f"key_kinds={{{key!r}: 'vector' | 'tensor' | 'invariant'}}"
                     )
                 continue
             tensor = torch.as_tensor(value)
@@ -361,22 +383,26 @@ class RandomRotation(_RandomTransform):
 
     positions, forces and cell rows become ``x @ Rᵀ``, stress ``R σ Rᵀ``; energy is unchanged; ``atoms``
     (when present) is a rotated copy whose calculator returns the rotated labels. ``p=0`` is the
-    identity, ``p=1`` always rotates. ``seed``: see the module docstring. ``key_kinds``: see
-    :func:`apply_orthogonal_transform`.
+    identity, ``p=1`` always rotates. ``seed``: see the module docstring. ``key_kinds``, ``keys``: see
+    :func:`apply_orthogonal_transform` (pass ``keys=dataset`` for keys declared on a dataset).
     """
 
     def __init__(
-        self, p: float = 1.0, seed: Optional[int] = None, key_kinds: Optional[Mapping[str, str]] = None
+        self,
+        p: float = 1.0,
+        seed: Optional[int] = None,
+        key_kinds: Optional[Mapping[str, str]] = None,
+        *,
+        keys=None,
     ):
         super().__init__(p, seed)
         self.key_kinds = dict(key_kinds) if key_kinds else None
-        self._kinds = _merged_kinds(key_kinds)
+        self._kinds = _merged_kinds(key_kinds, keys)
 
     def _matrix(self, rng: Optional[torch.Generator]) -> torch.Tensor:
         return random_rotation_matrix(generator=rng)
 
-    def __call__(self, sample: Sample) -> Sample:
-        rng = self._rng()
+    def _transform(self, sample: Sample, rng: Optional[torch.Generator]) -> Sample:
         if not self._applies(rng):
             return sample
         return _apply(sample, self._matrix(rng), self._kinds)
@@ -409,8 +435,7 @@ class AddNoise(_RandomTransform):
         self.std = std
         super().__init__(p, seed)
 
-    def __call__(self, sample: Sample) -> Sample:
-        rng = self._rng()
+    def _transform(self, sample: Sample, rng: Optional[torch.Generator]) -> Sample:
         if not self._applies(rng):
             return sample
         pos = sample["positions"]

@@ -1,22 +1,30 @@
 """Write structures to an ASE database, extended XYZ, HDF5 (the guide's layout) or the packed format.
 
-Every writer is lossless for what it stores — positions, atomic numbers, cell, pbc and the labels
-(energy, forces, stress); ``Structure.extras`` are not written. Float64 arrays survive a
+Every writer is lossless for what it stores — positions, atomic numbers, cell, pbc, the labels
+(energy, forces, stress) and the declared extras (``energies``, ``hvp``, ``hvp_directions``,
+provenance such as ``sample_method``/``sample_seed``/``config_type``...). Float64 arrays survive a
 write/read round trip bit for bit:
 
-- ``ase``: an ASE database; the labels live in a ``SinglePointCalculator``, so ``ase.db`` and
-  ``ase.io.read`` see them. Arrays are stored as binary float64.
+- ``ase``: an ASE database; energy, forces, stress and ``energies`` live in a
+  ``SinglePointCalculator``, so ``ase.db`` and ``ase.io.read`` see them (ASE's SQLite backend has no
+  column for per-atom ``energies`` and drops it, so it is also stored in ``row.data['energies']``).
+  Other array extras (``hvp``, ``hvp_directions`` [N, K, 3] float64) go to ``row.data``; strings and
+  per-structure numbers (provenance, ``config_type``) to key-value pairs. ``metadata`` becomes
+  ``db.metadata``.
 - ``xyz``: extended XYZ that ``ase.io.read`` reads. ASE's own writer prints per-atom columns with
   ``%16.8f`` (8 decimals, lossy), so the per-atom lines are written here with the shortest repr
-  that round-trips exactly; the comment line (Lattice, Properties, energy, stress, pbc) is built by
-  ASE's ``output_column_format``, which already writes floats exactly.
-- ``hdf5``: ``structures/<i>/{positions, species, cell, pbc, energy, forces, stress}``; a label a
-  structure lacks is omitted; dtypes are kept as given.
-- ``packed``: delegated to ``mlff_distiller.data.packed.write_packed``.
+  that round-trips exactly; the comment line (Lattice, Properties, energy, stress, pbc, provenance)
+  is built by ASE's ``output_column_format``, which already writes floats exactly. Per-atom extras
+  are columns (``hvp`` [N, K, 3] as 3K columns ``hvp``). There is no place for file metadata (a
+  warning says so).
+- ``hdf5``: ``structures/<i>/{positions, species, cell, pbc, energy, forces, stress, <extras>}``; a
+  label a structure lacks is omitted; dtypes are kept as given; strings are UTF-8 string datasets;
+  ``metadata`` is the JSON root attribute ``metadata``.
+- ``packed``: delegated to ``mlff_distiller.data.packed.write_packed`` (metadata as an attribute).
 
 Every writer refuses a structure with a NaN or infinite value (positions, cell, energy, forces,
-stress) with a ``DataFormatError`` naming the output file, the structure index and the key: NaN is
-never written.
+stress, float extras) or an extra that fails its declared checks (``keys.py``) with a
+``DataFormatError`` naming the output file, the structure index and the key: NaN is never written.
 ASE stores stress as the 6 Voigt components, so the ``ase`` and ``xyz`` writers refuse an
 asymmetric [3, 3] stress rather than silently symmetrising it (``hdf5`` keeps all 9 values).
 A file is written under a temporary name and moved into place when complete; an existing file is
@@ -25,14 +33,17 @@ never replaced unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from .errors import format_error
+from .keys import ATOM, DEFAULT_KEYS, LIST, KeyRegistry
 from .structure import Structure, structure_to_atoms
 
 WRITE_FORMATS = ("ase", "xyz", "hdf5", "packed")
@@ -48,8 +59,9 @@ def _normalize(path: Path, fmt: Optional[str]) -> str:
 FINITE_FIELDS = ("positions", "cell", "energy", "forces", "stress")
 
 
-def check_finite(structure: Structure, index: int, path: str | os.PathLike) -> None:
-    """DataFormatError naming ``path``, structure ``index`` and the key when a value is NaN/inf."""
+def check_finite(structure: Structure, index: int, path: str | os.PathLike, keys: KeyRegistry = DEFAULT_KEYS) -> None:
+    """DataFormatError naming ``path``, structure ``index`` and the key when a value is NaN/inf
+    or an extra fails its declared checks (``Key.check``)."""
     for key in FINITE_FIELDS:
         value = getattr(structure, key)
         if value is None:
@@ -58,44 +70,86 @@ def check_finite(structure: Structure, index: int, path: str | os.PathLike) -> N
         if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
             raise format_error(str(path), index, key, f"{bad} NaN/inf value(s); refusing to write them")
+    for name, value in structure.extras.items():
+        keys.require(name, where=str(path)).check(value, natoms=structure.natoms, path=str(path), index=index)
 
 
-def _finite(structures: Iterable[Structure], path: Path) -> Iterator[Structure]:
+def _finite(structures: Iterable[Structure], path: Path, keys: KeyRegistry) -> Iterator[Structure]:
     """``structures`` passed through ``check_finite`` one by one (indices counted from 0)."""
     for i, s in enumerate(structures):
-        check_finite(s, i, path)
+        check_finite(s, i, path, keys)
         yield s
 
 
-def to_atoms(structure: Structure, index: int = 0):
+def to_atoms(structure: Structure, index: int = 0, keys: KeyRegistry = DEFAULT_KEYS):
     """``ase.Atoms`` holding the structure's labels in a SinglePointCalculator (float64); a stress
     that is not exactly symmetric is refused (ASE formats keep 6 Voigt components only)."""
     try:
-        return structure_to_atoms(structure, symmetric_stress=True)
+        return structure_to_atoms(structure, symmetric_stress=True, keys=keys)
     except ValueError as exc:
         raise ValueError(f"structure {index}, {exc}") from None
 
 
 # -- ASE database ------------------------------------------------------------------------
-def _write_ase(path: Path, structures: Iterable[Structure]) -> int:
+#: calculator results ASE's SQLite backend stores as columns (other extras: kvp or row.data)
+_DB_CALC_COLUMNS = ("free_energy", "dipole", "magmoms", "magmom", "charges")
+
+
+def _python(value):
+    """A scalar as a Python int/float/str (what ASE key-value pairs accept)."""
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def db_row_parts(structure: Structure, index: int, keys: KeyRegistry) -> tuple:
+    """(Atoms with the calculator results, key-value pairs, row.data) of one structure, as the
+    ``ase`` writer stores it (see module docstring)."""
+    atoms = to_atoms(structure, index, keys)
+    kvp, data = {}, {}
+    for name, value in structure.extras.items():
+        key = keys.require(name)
+        if name == "energies":
+            data[name] = np.asarray(value, dtype=np.float64)  # SQLite drops calc['energies']
+        elif name in _DB_CALC_COLUMNS:
+            continue  # a calculator result (to_atoms put it there)
+        elif key.kind == LIST or (key.kind != ATOM and np.ndim(value) == 0):
+            kvp[name] = _python(value)
+        else:
+            data[name] = np.asarray(value)
+    for name in list(atoms.arrays):
+        if name in structure.extras:
+            del atoms.arrays[name]
+    atoms.info.clear()
+    return atoms, kvp, data
+
+
+def _write_ase(path: Path, structures: Iterable[Structure], metadata: Optional[dict], keys: KeyRegistry,
+               name: str) -> int:
     from ase.db import connect
 
     count = 0
     db = connect(str(path), type="db", append=False)
     with db:  # one transaction
         for i, s in enumerate(structures):
-            db.write(to_atoms(s, i))
+            atoms, kvp, data = db_row_parts(s, i, keys)
+            db.write(atoms, key_value_pairs=kvp, data=data or None)
             count += 1
+    if metadata:
+        db.metadata = metadata
     return count
 
 
 # -- extended XYZ ------------------------------------------------------------------------
-def _xyz_frame(structure: Structure, index: int) -> str:
+def _xyz_frame(structure: Structure, index: int, keys: KeyRegistry = DEFAULT_KEYS) -> str:
     """One extended-XYZ frame with every float written exactly (shortest round-trip repr)."""
     from ase.io.extxyz import output_column_format
 
-    atoms = to_atoms(structure, index)  # refuses an asymmetric stress, as for the db
-    atoms.calc = None  # labels go to the header (info) and the forces column, written exactly
+    atoms = to_atoms(structure, index, keys)  # refuses an asymmetric stress, as for the db
+    atoms.calc = None  # labels go to the header (info) and the per-atom columns, written exactly
+    atoms.info.clear()
     if structure.energy is not None:
         atoms.info["energy"] = float(structure.energy)
     if structure.stress is not None:
@@ -108,8 +162,20 @@ def _xyz_frame(structure: Structure, index: int) -> str:
         columns.append("forces")
         arrays["forces"] = forces
         blocks.append(forces)
+    for name, value in structure.extras.items():
+        key = keys.require(name)
+        if key.kind == ATOM:
+            value = np.asarray(value)
+            block = value.reshape(len(value), -1)
+            if block.shape[1] == 0:
+                raise format_error("<xyz>", index, name, "a per-atom key with no values cannot be an XYZ column")
+            columns.append(name)
+            arrays[name] = block[:, 0] if block.shape[1] == 1 else block
+            blocks.append(block.astype(np.float64) if block.dtype.kind == "f" else block)
+        else:
+            atoms.info[name] = _python(value) if np.ndim(value) == 0 or key.kind == LIST else np.asarray(value)
     comment = output_column_format(atoms, columns, arrays, write_info=True)[0]
-    rows = np.concatenate(blocks, axis=1).tolist()  # python floats: repr is exact
+    rows = [sum(parts, []) for parts in zip(*(b.tolist() for b in blocks))]  # python numbers: repr is exact
     lines = [f"{len(atoms)}", comment]
     lines.extend(
         f"{sym:<2s}" + "".join(f" {v!r:>22}" for v in row) for sym, row in zip(arrays["symbols"].tolist(), rows)
@@ -117,21 +183,28 @@ def _xyz_frame(structure: Structure, index: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_xyz(path: Path, structures: Iterable[Structure]) -> int:
+def _write_xyz(path: Path, structures: Iterable[Structure], metadata: Optional[dict], keys: KeyRegistry,
+               name: str) -> int:
+    if metadata:
+        warnings.warn(f"extended XYZ files have no file metadata: {sorted(metadata)} not stored in {name}",
+                      UserWarning, stacklevel=4)
     count = 0
     with open(path, "w", encoding="utf-8") as fh:
         for i, s in enumerate(structures):
-            fh.write(_xyz_frame(s, i))
+            fh.write(_xyz_frame(s, i, keys))
             count += 1
     return count
 
 
 # -- HDF5 (guide layout) -------------------------------------------------------------------
-def _write_hdf5(path: Path, structures: Iterable[Structure]) -> int:
+def _write_hdf5(path: Path, structures: Iterable[Structure], metadata: Optional[dict], keys: KeyRegistry,
+                name: str) -> int:
     import h5py
 
     count = 0
     with h5py.File(path, "w") as f:
+        if metadata:
+            f.attrs["metadata"] = json.dumps(metadata)
         root = f.create_group("structures", track_order=True)
         for i, s in enumerate(structures):
             g = root.create_group(str(i))
@@ -141,6 +214,11 @@ def _write_hdf5(path: Path, structures: Iterable[Structure]) -> int:
             g.create_dataset("pbc", data=np.asarray(s.pbc, dtype=bool))
             for name, value in s.labels().items():
                 g.create_dataset(name, data=np.asarray(value))
+            for name, value in s.extras.items():
+                if isinstance(value, str):
+                    g.create_dataset(name, data=value, dtype=h5py.string_dtype())
+                else:
+                    g.create_dataset(name, data=np.asarray(value))
             count += 1
     return count
 
@@ -155,11 +233,12 @@ def _packed_writer() -> Callable:
     return write_packed
 
 
-def _write_packed(path: Path, structures: Iterable[Structure]) -> int:
-    return int(_packed_writer()(path, structures))
+def _write_packed(path: Path, structures: Iterable[Structure], metadata: Optional[dict], keys: KeyRegistry,
+                  name: str) -> int:
+    return int(_packed_writer()(path, structures, metadata=metadata, keys=keys, name=name))
 
 
-WRITERS: dict[str, Callable[[Path, Iterable[Structure]], int]] = {
+WRITERS: dict[str, Callable[..., int]] = {
     "ase": _write_ase,
     "xyz": _write_xyz,
     "hdf5": _write_hdf5,
@@ -174,24 +253,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _store_metadata(path: Path, fmt: str, metadata: dict) -> None:
-    """File-level metadata of a written ase/hdf5 file (xyz: a warning, nowhere to store it)."""
-    import json
-    import warnings
-
-    if fmt == "ase":
-        from ase.db import connect
-
-        connect(str(path), type="db").metadata = metadata
-    elif fmt == "hdf5":
-        import h5py
-
-        with h5py.File(path, "r+") as f:
-            f.attrs["metadata"] = json.dumps(metadata)
-    else:
-        warnings.warn(f"{fmt} files have no file metadata: {sorted(metadata)} not stored", UserWarning, stacklevel=3)
-
-
 def write_structures(
     path: str | os.PathLike,
     structures: Iterable[Structure],
@@ -199,12 +260,14 @@ def write_structures(
     *,
     overwrite: bool = False,
     metadata: Optional[dict] = None,
+    keys=None,
 ) -> int:
     """Write ``structures`` to ``path`` in ``format`` (guessed from the suffix when None).
 
     ``metadata`` (a JSON-able dict, e.g. ``{"teacher": {...}}``) is the file's metadata: ASE db
-    ``db.metadata``, the packed/HDF5 file's ``metadata`` attribute (JSON); extended XYZ has no place
-    for it (a warning says so).
+    ``db.metadata``, the packed/HDF5 file's ``metadata`` attribute (JSON), read back as
+    ``reader.metadata`` / ``dataset.metadata``; extended XYZ has no place for it (a warning says
+    so). ``keys``: declarations of extras beyond the built-in keys (Keys or a ``KeyRegistry``).
 
     Returns the number of structures written.
     Raises FileExistsError when ``path`` exists and ``overwrite`` is False, ValueError for an
@@ -220,12 +283,10 @@ def write_structures(
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     _remove(tmp)
     try:
-        if metadata and fmt == "packed":
-            count = int(_packed_writer()(tmp, _finite(structures, path), metadata=metadata))
-        else:
-            count = WRITERS[fmt](tmp, _finite(structures, path))
-            if metadata:
-                _store_metadata(tmp, fmt, metadata)
+        if metadata is not None:
+            json.dumps(metadata)  # TypeError now, not after writing everything
+        registry = DEFAULT_KEYS.extend(keys)
+        count = WRITERS[fmt](tmp, _finite(structures, path, registry), metadata, registry, str(path))
         if overwrite and (path.is_dir() or tmp.is_dir()):
             _remove(path)  # os.replace cannot replace a directory or put one over a file
         os.replace(tmp, path)
@@ -235,16 +296,26 @@ def write_structures(
     return count
 
 
-def structure_difference(a: Structure, b: Structure) -> Optional[str]:
+def structure_difference(a: Structure, b: Structure, *, extras: bool = True) -> Optional[str]:
     """The first field in which two structures differ (exact comparison of values), or None.
 
     Arrays are compared by value, not dtype: a float32 array equals its float64 copy.
+    ``extras=False`` compares positions, numbers, cell, pbc and energy/forces/stress only.
     """
     for name in ("numbers", "positions", "cell", "pbc", "energy", "forces", "stress"):
         x, y = getattr(a, name), getattr(b, name)
         if (x is None) != (y is None):
             return f"{name}: present in one structure only"
         if x is not None and (np.shape(x) != np.shape(y) or not np.array_equal(x, y)):
+            return f"{name}: values differ"
+    for name in sorted(set(a.extras) | set(b.extras)) if extras else ():
+        if (name in a.extras) != (name in b.extras):
+            return f"{name}: present in one structure only"
+        x, y = a.extras[name], b.extras[name]
+        if isinstance(x, str) or isinstance(y, str):
+            if x != y:
+                return f"{name}: values differ"
+        elif np.shape(x) != np.shape(y) or not np.array_equal(x, y):
             return f"{name}: values differ"
     return None
 

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..errors import DataFormatError, format_error  # noqa: F401  (re-exported)
+from ..keys import DEFAULT_KEYS, KeyRegistry
 from ..labels import LabelKeys
 from ..structure import Structure
+
+#: structures read per call whenever a whole file (or a selection of it) is scanned
+SCAN_CHUNK = 256
+
+
+def scan(read_many: Callable[[Sequence[int]], list], indices: Iterable[int], chunk: int = SCAN_CHUNK) -> Iterator[list]:
+    """``read_many`` over ``indices`` in order, ``chunk`` indices per call: the one chunked scan
+    (statistics, validation, packing, the cache, key checks and throughput all use it)."""
+    idx = indices if isinstance(indices, (range, list)) else list(indices)
+    for start in range(0, len(idx), chunk):
+        yield read_many(list(idx[start : start + chunk]))
 
 
 def check_index(index: int, n: int, where: str) -> int:
@@ -61,6 +73,10 @@ class Reader(ABC):
         self._handle_pid: Optional[int] = None
         #: unit conversions applied while reading, e.g. {"energy": "Hartree -> eV (x27.211...)"}
         self.units: dict[str, str] = {}
+        #: file-level metadata (JSON-able), e.g. ``{"teacher": {...}}`` from an ASE db's metadata
+        self.metadata: dict = {}
+        #: declarations of every key this reader's structures may carry (``Structure.extras``)
+        self.key_registry: KeyRegistry = DEFAULT_KEYS
 
     # -- file handle, one per process ------------------------------------------------
     @property
@@ -126,9 +142,8 @@ class Reader(ABC):
         return f"{type(self).__name__}({self.display_path!r})"
 
 
-#: structures checked first for an explicitly configured label key, and the chunk size after them
+#: structures checked first for an explicitly configured label key (then the rest is scanned)
 KEY_CHECK_STRUCTURES = 20
-SCAN_CHUNK = 1024
 
 
 def check_configured_keys(reader: Reader, first: int = KEY_CHECK_STRUCTURES) -> None:
@@ -145,13 +160,34 @@ def check_configured_keys(reader: Reader, first: int = KEY_CHECK_STRUCTURES) -> 
     if not explicit or total == 0:
         return
     missing = set(explicit)
-    start, chunk = 0, first
-    while missing and start < total:
-        stop = min(total, start + chunk)
-        for s in reader.read_many(range(start, stop)):
+    head = min(first, total)
+    chunks = scan(reader.read_many, range(head, total))
+    structures = reader.read_many(range(head))
+    while True:
+        for s in structures:
             missing -= {label for label in missing if getattr(s, label) is not None}
-        start, chunk = stop, max(chunk, SCAN_CHUNK)
+        structures = next(chunks, None) if missing else None
+        if structures is None:
+            break
     if missing:
         what = ", ".join(f"{label}_key={reader.keys.key(label)!r}" for label in explicit if label in missing)
         found = sorted(set().union(*(reader.label_keys(i) for i in range(min(total, 3)))))
         raise KeyError(f"{reader.display_path}: {what} not found in any of its {total} structures; keys found: {found}")
+
+
+def read_metadata_attr(h5file, path: str, name: str = "metadata") -> dict:
+    """The JSON attribute ``name`` of an open HDF5 file (what writers store as file metadata), or {}.
+
+    A value that is not a JSON object is a ``DataFormatError`` naming the file and the attribute."""
+    import json
+
+    if name not in h5file.attrs:
+        return {}
+    raw = h5file.attrs[name]
+    try:
+        value = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise format_error(path, None, name, f"attribute is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise format_error(path, None, name, f"attribute must be a JSON object, got {type(value).__name__}")
+    return value

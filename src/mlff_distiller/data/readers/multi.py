@@ -74,12 +74,13 @@ def expand_paths(paths: PathsLike) -> list[str]:
             out.append(text)
         else:
             raise FileNotFoundError(f"{text}: no such file")
-    seen: dict[str, str] = {}
+    seen: dict = {}
     for text in out:
-        key = text if is_url(text) else os.path.realpath(text)
+        # one file under two names (a symlink, a hard link, ./a vs a): the same device and inode
+        key = text if is_url(text) else (lambda st: (st.st_dev, st.st_ino))(os.stat(text))
         if key in seen:
             raise ValueError(
-                f"{text}: named twice among the data files (also as {seen[key]!r}); "
+                f"{mask_password(text)}: named twice among the data files (also as {mask_password(seen[key])!r}); "
                 "its structures would be seen twice per epoch"
             )
         seen[key] = text
@@ -131,6 +132,14 @@ class MultiReader(Reader):
         lengths = np.array([len(r) for r in readers], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.units = self._merge_units()
+        self.key_registry = first.key_registry
+        for r in readers[1:]:
+            self.key_registry = self.key_registry.extend(r.key_registry)
+        metadata = [r.metadata for r in readers]
+        #: the members' metadata when they all agree, else {member path: metadata} of those with some
+        self.metadata = dict(metadata[0]) if all(m == metadata[0] for m in metadata) else {
+            p: m for p, m in zip(self.paths, metadata) if m
+        }
         self._natoms: Optional[np.ndarray] = None
 
     def _merge_units(self) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Reader of the packed format (see ``mlff_distiller.data.packed`` for the layout).
+"""Reader of the packed format (see ``mlff_distiller.data.packed.layout`` for the layout).
 
 The file is memory-mapped lazily, once per process, so DataLoader workers share the OS page
 cache instead of each holding a copy; atom counts come from ``offsets`` without touching any
@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..packed import PackedStore, open_packed, read_header
+from ..packed.layout import read_header
+from ..packed.opener import open_packed
+from ..packed.store import PackedStore
 from ..structure import Structure
 from ..structure_batch import StructureBatch
 from .base import Reader
@@ -22,8 +24,10 @@ class PackedReader(Reader):
     """Random and batched access to a packed file.
 
     Labels were resolved when the file was packed (their names are fixed: energy, forces,
-    stress), so ``energy_key``/``forces_key``/``stress_key`` are accepted for interface
-    compatibility and select nothing. ``units`` are the conversions recorded at packing time.
+    stress, and every declared extra key: energies, hvp, provenance...), so ``energy_key``/
+    ``forces_key``/``stress_key`` are accepted for interface compatibility and select nothing.
+    ``units`` are the conversions recorded at packing time, ``metadata`` the file's metadata
+    (e.g. ``{"teacher": {...}}``), ``key_registry`` the built-in keys plus those the file declares.
     """
 
     format_name = "packed"
@@ -52,6 +56,10 @@ class PackedReader(Reader):
         #: neighbor-list cutoff (Å) of the stored edges, or None when the file stores none
         self.cutoff: Optional[float] = header["cutoff"]
         self.source = header["source"]
+        self.metadata = header["metadata"]
+        self.key_registry = self.key_registry.extend(
+            k for k in header["keys"].values() if self.key_registry.get(k.name) != k
+        )
         self._natoms: Optional[np.ndarray] = None
 
     def _open(self) -> PackedStore:

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ...errors import DataFormatError
-from ...labels import finalize_labels
+from ...keys import STRUCTURE_EXTRAS
+from ...labels import finalize_labels, find_extras
 from ...structure import LABEL_NAMES, Structure
 from ..base import Reader
 from .connection import DbHandle, DbLocation, is_url, mask_password, secret_parts
@@ -61,13 +62,14 @@ class AseDbReader(Reader):
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         self._db = DbLocation(self.path)
-        self.display_path = self._db.display
+        self.path = self.display_path = self._db.display  # the password only in self._db (hidden)
         self._fast = bool(fast_sqlite) and self._db.db_type == "db"
         self._columns: tuple[str, ...] = ()
         if self._db.db_type == "db":  # before ase.db could add its tables to a foreign SQLite file
             self._columns = self._db.sqlite_columns()
         self._ids, self._natoms = self._build_index()
         metadata = self._db.guard("reading metadata", lambda: self.handle.db.metadata)
+        self.metadata = dict(metadata or {})
         self._units = read_db_units(metadata, self.keys, self._db.error)
         self.units = self._units.described
         self._calc_needed = {
@@ -215,10 +217,15 @@ class AseDbReader(Reader):
                 energy=found["energy"][1], forces=found["forces"][1], stress=found["stress"][1],
                 keys=keys, natoms=natoms, cell=cell, path=self.display_path, index=index,
             )
+            extras = find_extras(  # energies, hvp, provenance (CONTRACTS.md section 3)
+                (raw.calc, self._source(raw, "key_value_pairs", index), self._source(raw, "data", index)),
+                STRUCTURE_EXTRAS, self.key_registry, natoms=natoms, path=self.display_path, index=index,
+                decode=decode_data_value,
+            )
         except DataFormatError as exc:
             raise DataFormatError(f"{exc} (row id {raw.row_id})") from None
         return Structure(positions=positions, numbers=raw.numbers, cell=cell, pbc=raw.pbc,
-                         energy=energy, forces=forces, stress=stress)
+                         energy=energy, forces=forces, stress=stress, extras=extras)
 
     # -- the interface ----------------------------------------------------------------
     def __len__(self) -> int:

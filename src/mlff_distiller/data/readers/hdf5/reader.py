@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import DataFormatError, format_error
 from ...structure import Structure
-from ..base import Reader
+from ..base import Reader, read_metadata_attr
 from .layouts import (
     PACKED,
     H5Files,
@@ -108,6 +108,8 @@ class Hdf5Reader(Reader):
                 self.paths[0], energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **options
             )
             self.units = self._delegate.units
+            self.metadata = self._delegate.metadata
+            self.key_registry = self._delegate.key_registry
             return
         cls = layout_class(name)
         unknown = sorted(set(options) - set(cls.options))
@@ -127,6 +129,7 @@ class Hdf5Reader(Reader):
             raise
         self.units = self._layout.units
         self._natoms = np.ascontiguousarray(self._layout.natoms, dtype=np.int64)
+        self.metadata = read_metadata_attr(self.handle[0], self.paths[0])
 
     def _detect(self, path: str) -> str:
         try:

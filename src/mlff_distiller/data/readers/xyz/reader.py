@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import format_error
-from ...labels import finalize_labels
+from ...keys import ATOM, STRUCTURE_EXTRAS
+from ...labels import finalize_labels, find_extras
 from ...structure import Structure
 from ..base import Reader
 from ..files import check_regular_file
@@ -79,6 +80,7 @@ class XyzReader(Reader):
         self._wanted_keys = frozenset(
             ("Lattice", "pbc", "Properties", *SPECIAL_3_3_KEYS, *chain.from_iterable(UNIT_KEYS.values()))
             + tuple(chain.from_iterable(self.keys.candidates(label) for label in ("energy", "forces", "stress")))
+            + STRUCTURE_EXTRAS
         )
         if len(self):
             self.units = scan_units(self.path, self._index.start)
@@ -127,7 +129,22 @@ class XyzReader(Reader):
             energy=energy,
             forces=forces,
             stress=stress,
+            extras=self._extras(frame),
         )
+
+    def _extras(self, frame: Frame) -> dict:
+        """The frame's extras of CONTRACTS.md section 3 (``energies``/``hvp`` columns, provenance in
+        the comment line), checked by their declarations; a per-atom ``(K, 3)`` key is 3K columns."""
+        found = {}
+        for name in STRUCTURE_EXTRAS:
+            key = self.key_registry[name]
+            if key.kind == ATOM and frame.has_column(name):
+                column = frame.column(name)
+                found[name] = column.reshape((frame.natoms, -1, 3)) if key.shape == ("K", 3) else column
+            elif name in frame.info:
+                found[name] = frame.info[name]
+        return find_extras([found], STRUCTURE_EXTRAS, self.key_registry, natoms=frame.natoms, path=self.path,
+                           index=frame.index)
 
     def label_keys(self, index: int) -> list[str]:
         """Comment keys with numeric values and per-atom columns other than species/Z/pos."""

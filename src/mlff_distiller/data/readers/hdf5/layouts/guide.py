@@ -18,6 +18,8 @@ import h5py
 import numpy as np
 from h5py import h5d, h5g, h5s, h5t
 
+from ....keys import DEFAULT_KEYS, STRUCTURE_EXTRAS
+from ....labels import find_extras
 from ....structure import Structure
 from ._h5 import DatasetReader, RefusedInput, member_names, natural_sorted
 from .base import H5Files, Layout, LayoutContext
@@ -178,7 +180,7 @@ class GuideLayout(Layout):
             if key is not None:
                 keys[label] = f"{where}/{key}"
                 labels[label] = read(key)
-        return self.finish(
+        structure = self.finish(
             index,
             positions=read("positions"),
             numbers=numbers,
@@ -187,3 +189,8 @@ class GuideLayout(Layout):
             keys=keys,
             **labels,
         )
+        extras = {name: read(name) for name in STRUCTURE_EXTRAS if name in present}
+        if extras:  # energies, hvp, provenance (CONTRACTS.md section 3), as the writer stores them
+            structure.extras = find_extras([extras], STRUCTURE_EXTRAS, DEFAULT_KEYS, natoms=structure.natoms,
+                                           path=self.ctx.display, index=index)
+        return structure
