@@ -224,3 +224,20 @@ def test_cli_sample_then_label(tmp_path):
     assert _read(reused)[1]["labeling"]["reuse_labels"] is True
     with pytest.raises(ValueError, match="reuse_labels: its labels come from teacher 'emt'"):
         label_file(samples, tmp_path / "lj.db", "lj", reuse_labels=True, **FAST)
+
+
+def test_thread_limits_cover_openmp_and_torch():
+    """Workers label with one thread: tblite's OpenMP sums differ in the last bits between threaded runs."""
+    import tblite.ase  # noqa: F401  (loads tblite's OpenMP runtime)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from mlff_distiller.teachers.worker import ThreadLimits
+
+    before_torch = torch.get_num_threads()
+    before = {(i["internal_api"], i["filepath"]): i["num_threads"] for i in threadpool_info()}
+    assert any(api == "openmp" for api, _ in before)
+    with ThreadLimits(1)():
+        assert all(i["num_threads"] == 1 for i in threadpool_info()) and torch.get_num_threads() == 1
+    assert {(i["internal_api"], i["filepath"]): i["num_threads"] for i in threadpool_info()} == before
+    assert torch.get_num_threads() == before_torch

@@ -62,31 +62,41 @@ def limit_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(int(threads))
 
 
-@contextmanager
-def thread_limits(threads: Optional[int]):
-    """Within: torch and every loaded OpenMP/BLAS runtime use ``threads`` threads (restored after).
+class ThreadLimits:
+    """Within ``with limits:``, torch and every OpenMP/BLAS runtime loaded when it was made use ``threads``
+    threads (restored after). Scanning the loaded libraries costs milliseconds, so it is done once.
 
     Besides speed, this makes labels reproducible: tblite's OpenMP reductions differ in the last bits
     between runs with more than one thread."""
-    if threads is None:
-        yield
-        return
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
-    limit_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        threadpool_limits = None
-    try:
-        if threadpool_limits is None:
+
+    def __init__(self, threads: Optional[int]) -> None:
+        self.threads = threads
+        self.controller = None
+        if threads is not None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                self.controller = ThreadpoolController()
+            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+                pass
+
+    @contextmanager
+    def __call__(self):
+        if self.threads is None:
             yield
-        else:
-            with threadpool_limits(limits=int(threads)):
+            return
+        torch = sys.modules.get("torch")
+        before = torch.get_num_threads() if torch is not None else None
+        limit_threads(self.threads)
+        try:
+            if self.controller is None:
                 yield
-    finally:
-        if before is not None and torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+            else:
+                with self.controller.limit(limits=int(self.threads)):
+                    yield
+        finally:
+            if before is not None and torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
 
 class Labeler:
@@ -107,6 +117,7 @@ class Labeler:
         limit_threads(threads)  # the calculator may have imported torch just now
         self.settings = settings
         self.threads = threads
+        self.limits = ThreadLimits(threads)  # after the teacher loaded its libraries
 
     def label_one(self, item: tuple):
         from ase import Atoms
@@ -137,7 +148,7 @@ class Labeler:
     def label(self, task: list) -> tuple[list, float]:
         """``([(index, Structure | failure dict)], seconds spent)`` for the items of ``task``."""
         t0 = time.perf_counter()
-        with thread_limits(self.threads):
+        with self.limits():
             out = [self.label_one(item) for item in task]
         return out, time.perf_counter() - t0
 
