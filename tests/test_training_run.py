@@ -28,18 +28,31 @@ TINY = dict(model="schnet", model_options={"hidden": 16, "layers": 2}, cutoff=4.
 
 @pytest.fixture(scope="module")
 def emt_db(tmp_path_factory):
-    """120 EMT-labeled bulk cells (stress) and clusters (no stress) of 7 metals, teacher in the metadata."""
-    import ase.db
+    """120 EMT-labeled bulk cells (stress) and clusters (no stress) of 7 metals from 24 MD runs
+    (``sample_group`` run<k>), teacher in the file metadata."""
+    from mlff_distiller.data.writers import write_structures
     from mlff_distiller.generate import iter_dataset
 
     path = tmp_path_factory.mktemp("train_data") / "emt.db"
-    with ase.db.connect(path) as db:
-        for s in iter_dataset(120, 0, kinds=("bulk", "cluster"), max_atoms=16):
-            from mlff_distiller.data.structure import structure_to_atoms
+    write_structures(path, iter_dataset(120, 0, kinds=("bulk", "cluster"), max_atoms=16), metadata={"teacher": TEACHER})
+    return path
 
-            db.write(structure_to_atoms(s))
-    db = ase.db.connect(path)
-    db.metadata = {"teacher": TEACHER}
+
+@pytest.fixture(scope="module")
+def hvp_db(tmp_path_factory):
+    """24 EMT structures with 2 Hessian-vector products each (teachers.label_structure)."""
+    from mlff_distiller.data.structure import structure_to_atoms
+    from mlff_distiller.data.writers import write_structures
+    from mlff_distiller.generate import iter_dataset
+    from mlff_distiller.teachers import get_teacher
+    from mlff_distiller.teachers.label import label_structure
+
+    teacher = get_teacher("emt")
+    calc, rng = teacher.calculator(), np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("hvp_data") / "hvp.db"
+    structures = (label_structure(calc, structure_to_atoms(s), hvp=2, rng=rng)
+                  for s in iter_dataset(24, 1, kinds=("bulk", "cluster"), max_atoms=16))
+    write_structures(path, structures, metadata={"teacher": teacher.info()})
     return path
 
 
@@ -60,13 +73,17 @@ def _val_errors(student_path, dataset, indices):
 
 def test_training_learns_and_exports_the_best_ema_student(emt_db, tmp_path):
     out = tmp_path / "run"
-    result = train(emt_db, out_dir=out, epochs=10, batch_size=8, lr=5e-3, val=0.2, seed=0, **TINY)
+    result = train(emt_db, out_dir=out, epochs=10, batch_size=4, lr=5e-3, val=0.2, seed=0,
+                   **{**TINY, "model_options": {"hidden": 32, "layers": 2}})
     for name in ("config.yaml", "split.json", "metrics.csv", "student.safetensors", "summary.json",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (out / name).exists(), name
     dataset = MolecularDataset(emt_db, return_atoms=False)
     train_part, val_part, _ = load_split(out / "split.json", dataset)
     assert not set(train_part.indices) & set(val_part.indices)
+    # split='auto' with provenance: whole MD runs (sample_group) go to one side
+    group = {i: s.extras["sample_group"] for i, s in enumerate(dataset.get_structures(range(len(dataset))))}
+    assert not {group[i] for i in train_part.indices} & {group[i] for i in val_part.indices}
 
     mae, rms = _val_errors(result.student, dataset, val_part.indices)
     assert mae < 0.3 * rms, (mae, rms)  # learned, not just "the loss decreased"
@@ -92,6 +109,30 @@ def test_training_learns_and_exports_the_best_ema_student(emt_db, tmp_path):
     model = load(result.student)
     for z, value in model.reference_energy_dict().items():
         assert value == pytest.approx(e0[z], rel=1e-6)
+
+
+def test_training_on_teacher_hessian_vector_products(hvp_db, tmp_path):
+    from mlff_distiller.training.data import TrainingData
+    from mlff_distiller.training.config import TrainConfig
+
+    common = dict(epochs=2, batch_size=4, lr=5e-3, val=0.25, seed=0, split="random", **TINY)
+    with_hvp = train(hvp_db, out_dir=tmp_path / "hvp", hvp_weight=100.0, **common)
+    without = train(hvp_db, out_dir=tmp_path / "plain", hvp_weight=0.0, **common)
+    rows = list(csv.DictReader(open(with_hvp.metrics_csv)))
+    assert float(rows[-1]["val_hvp_mae"]) > 0 and float(rows[-1]["train_hvp_loss"]) > 0
+    assert float(rows[-1]["hvp_weight"]) == 100.0
+    assert "train_hvp_loss" not in list(csv.DictReader(open(without.metrics_csv)))[-1]
+    a, b = _weights(with_hvp.student), _weights(without.student)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the HVP term changed the training
+    # its loss scale is the RMS of the training split's hvp labels (read here with ASE directly)
+    import ase.db
+
+    prepared = TrainingData.prepare(TrainConfig(data=str(hvp_db), val=0.25, split="random", seed=0))
+    db = ase.db.connect(hvp_db)
+    values = np.concatenate([db.get(id=i + 1).data["hvp"].ravel() for i in prepared.train.indices])
+    assert prepared.scales.hvp == pytest.approx(float(np.sqrt(np.mean(values**2))), rel=1e-12)
+    assert "hvp" in prepared.labels
+    assert read_metadata(with_hvp.student)["metadata"]["teacher"]["name"] == "emt"
 
 
 def _state(path):

@@ -102,7 +102,7 @@ def _devices(text: str):
 @click.option("--energy-weight", type=WEIGHT, default=5.0, show_default=True, help="Energy-per-atom loss weight.")
 @click.option("--forces-weight", type=WEIGHT, default=100.0, show_default=True)
 @click.option("--stress-weight", type=WEIGHT, default=10.0, show_default=True)
-@click.option("--hvp-weight", type=WEIGHT, default=100.0, show_default=True, help="Hessian-vector product weight.")
+@click.option("--hvp-weight", type=WEIGHT, default=30.0, show_default=True, help="Hessian-vector product weight.")
 @click.option("--energies-weight", type=WEIGHT, default=0.0, show_default=True, help="Teacher per-atom energies weight.")
 @click.option("--hvp-force-target", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Halve the HVP weight once the validation force MAE (eV/Å) is within 5%% of this.")

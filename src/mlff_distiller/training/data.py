@@ -97,7 +97,7 @@ def label_rms(dataset, key: str) -> Optional[float]:
             if value is None:
                 continue
             arr = np.asarray(value, dtype=np.float64)
-            total += float(np.einsum("...,...->", arr, arr))
+            total += float(np.vdot(arr.ravel(), arr.ravel()))
             count += arr.size
     return math.sqrt(total / count) if count else None
 

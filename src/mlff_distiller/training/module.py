@@ -17,6 +17,7 @@ checkpoint as plain numbers, so a resumed run continues exactly where the uninte
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Optional
 
 import torch
@@ -69,6 +70,8 @@ class StudentModule(LightningModule):
         self._pending_plateau: Optional[dict] = None
         #: validation results of the last epoch (errors in milli-units, and val_loss)
         self.last_validation: dict[str, float] = {}
+        self._elapsed_before = 0.0  # training seconds of earlier segments of a resumed run
+        self._fit_start: Optional[float] = None
 
     # -- loss weights ------------------------------------------------------------------------
     @property
@@ -106,6 +109,14 @@ class StudentModule(LightningModule):
 
     def _world_size(self) -> int:
         return 1 if self._trainer is None else int(self.trainer.world_size)
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of training so far, earlier segments of a resumed run included."""
+        now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self._elapsed_before + now
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
 
     # -- steps ---------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -176,6 +187,7 @@ class StudentModule(LightningModule):
             self.plateau.step(val_loss)
         if "forces_mae" in errors:
             self.hvp_schedule.step(errors["forces_mae"] / 1000.0)  # eV/Å
+        self.log("elapsed_s", self.elapsed(), on_epoch=True, sync_dist=True)
         optimizer = self.plateau.optimizer if self.plateau is not None else None
         if optimizer is not None:
             self.log("lr", optimizer.param_groups[0]["lr"], on_epoch=True, sync_dist=True)
@@ -203,8 +215,10 @@ class StudentModule(LightningModule):
             "hvp_schedule": self.hvp_schedule.state_dict(),
             "model_config": _plain(getattr(self.model, "config", {})),
         }
+        checkpoint[_STATE_KEY + "_elapsed_s"] = self.elapsed()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._elapsed_before = float(checkpoint.get(_STATE_KEY + "_elapsed_s", 0.0))
         state = checkpoint.get(_STATE_KEY)
         if not state:
             return

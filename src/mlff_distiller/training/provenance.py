@@ -53,11 +53,16 @@ def data_fingerprint(data: Union[str, Sequence[str]], dataset=None) -> dict[str,
 def teacher_info(dataset) -> Optional[dict]:
     """The ``teacher`` entry the data file records (CONTRACTS.md section 3), or None.
 
-    Asked of the reader first (``reader.metadata['teacher']`` / ``reader.teacher``); an ASE database
-    without such a reader attribute is asked for ``db.metadata['teacher']`` directly.
+    Read from the file metadata the data layer exposes (``dataset.metadata['teacher']``, else the
+    reader's); an ASE database read by a reader without metadata is asked for
+    ``db.metadata['teacher']`` directly.
     """
     reader = getattr(dataset, "reader", None)
-    for source in (getattr(reader, "teacher", None), _mapping_get(getattr(reader, "metadata", None), "teacher")):
+    for source in (
+        _mapping_get(getattr(dataset, "metadata", None), "teacher"),
+        _mapping_get(getattr(reader, "metadata", None), "teacher"),
+        getattr(reader, "teacher", None),
+    ):
         if isinstance(source, dict) and source:
             return dict(source)
     if getattr(dataset, "format", None) == "ase":

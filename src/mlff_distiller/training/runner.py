@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from .config import LossWeights, TrainConfig
 from .data import StudentDataModule, TrainingData
@@ -142,7 +143,7 @@ def train(
 def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     """Train as ``cfg`` says (``train`` builds ``cfg`` from keyword arguments)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from .ema import EMA
@@ -155,17 +156,25 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     callbacks: list = []
+    # best.ckpt: the epoch with the lowest val_loss. last.ckpt: every epoch, from a second callback
+    # without a monitor (Lightning 2.6's save_last=True rewrites last.ckpt only when the monitored
+    # checkpoint is saved, i.e. when val_loss improved). Order matters: "last" is written after "best"
+    # has updated its state, so a resumed run takes the same best-checkpoint decisions.
     checkpoint = ModelCheckpoint(
         dirpath=out / CHECKPOINT_DIR, filename="best", monitor=MONITOR, mode="min", save_top_k=1,
-        save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+        auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks.append(checkpoint)
+    last = ModelCheckpoint(
+        dirpath=out / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    callbacks += [checkpoint, last]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience))
     if cfg.ema_decay is not None:
         callbacks.append(EMA(cfg.ema_decay))
     if cfg.progress_bar:
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(_ProgressBar())
     deterministic = cfg.deterministic
     if deterministic is None:  # on CPU by default (CUDA scatter-adds have no deterministic kernels)
         deterministic = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not _accelerator_present())
@@ -273,6 +282,15 @@ def build_student(cfg: TrainConfig, prepared: TrainingData):
             options["avg_neighbors"] = round(mean, 4)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return build_model(cfg.model, species=prepared.species, cutoff=cfg.cutoff, dtype=dtype, **options)
+
+
+class _ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar without the logger's version number."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def _accelerator_present() -> bool:
