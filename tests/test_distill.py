@@ -179,3 +179,32 @@ def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
     saved = load_run_config(out)
     repeated = build_config({**saved.to_dict(), "plan": {}}, {"out": str(tmp_path / "again")})
     assert saved.differences(repeated, ignore={"out_dir", "plan"}) == []
+
+
+def test_hvp_labels_reach_training(tmp_path):
+    """--hvp K: label_file adds K Hessian-vector products to the kept MD labels (which it reuses), and
+    the training run sees them (an hvp loss term)."""
+    from ase.calculators.emt import EMT
+    from ase.db import connect
+
+    out = tmp_path / "hvp"
+    cfg = {**TINY, "structures": ["water"], "train_samples": 8, "test_samples": 4, "hvp": 1, "epochs": 2,
+           "train_minutes": 0.2, "md_steps": 10, "out_dir": str(out)}
+    result = distill(DistillConfig.from_dict(cfg), log=_quiet)
+    db = connect(RunDir(out).train_db)
+    assert db.metadata["labeling"]["hvp"] == 1 and db.metadata["labeling"]["reuse_labels"] is True
+    row = next(db.select(limit=1))
+    hvp, v = row.data["hvp"], row.data["hvp_directions"]
+    assert hvp.shape == v.shape == (3, 1, 3)
+    # H·v from EMT by central differences of its forces, independently of the labeling code
+    atoms, h = row.toatoms(), 1e-4
+    forces = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions += sign * h * v[:, 0]
+        moved.calc = EMT()
+        forces.append(moved.get_forces())
+    np.testing.assert_allclose(hvp[:, 0], -(forces[0] - forces[1]) / (2 * h), atol=2e-3)
+    header = (RunDir(out).train / "metrics.csv").read_text().splitlines()[0]
+    assert "hvp" in header
+    assert "Hessian-vector" in result.report["pipeline"]["labels"]

@@ -57,6 +57,14 @@ def _atomic_dir_file(path: Path) -> Path:
     return tmp
 
 
+def _remove_partials(directory: Path) -> None:
+    """Temporary files of writers killed mid-write (``.<name>.partial-<pid>.db``, ``.<name>.tmp.db``)."""
+    for pattern in (".*.partial-*", ".*.tmp.*"):
+        for path in directory.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
 def _write(path: Path, structures, metadata: dict) -> int:
     """``data.writers.write_structures(path, structures, "ase", metadata=...)`` keeping extras.
 
@@ -107,6 +115,7 @@ def stage_sample(ctx: Context) -> list[Path]:
 
     cfg, run = ctx.config, ctx.run
     run.samples.mkdir(parents=True, exist_ok=True)
+    _remove_partials(run.samples)
     outputs = []
     for part in sample_parts(cfg):
         path = run.samples / f"{part['name']}.db"
@@ -155,11 +164,13 @@ def _read_all(paths: list[Path]) -> list:
 
 def stage_label(ctx: Context) -> list[Path]:
     """Frames of teacher MD already carry the teacher's energy and forces (the MD call's own): without
-    HVPs the labeled sets are the samples merged; with HVPs ``label_file`` adds them (resumably)."""
+    HVPs the labeled sets are the samples merged; with HVPs ``label_file`` adds them (resumably,
+    ``reuse_labels``: 2K teacher calls per structure, not 2K + 1)."""
     from ..teachers import label_file
 
     cfg, run = ctx.config, ctx.run
     run.labels.mkdir(parents=True, exist_ok=True)
+    _remove_partials(run.labels)
     parts = sample_parts(cfg)
     sources = {
         run.train_pool: ([run.samples / f"{p['name']}.db" for p in parts if p["role"] == "train"], cfg.hvp),
@@ -182,7 +193,7 @@ def stage_label(ctx: Context) -> list[Path]:
             _write(src, structures, metadata)
         ctx.log(f"labeling {dst.name} with {ctx.teacher.name}" + (f" ({hvp} Hessian-vector products each)" if hvp else ""))
         options = {"hvp": hvp, "workers": cfg.label_workers, "threads": cfg.threads, "seed": cfg.seed,
-                   "progress": cfg.progress}
+                   "progress": cfg.progress, "reuse_labels": not unlabeled}  # MD frames: only the HVPs cost calls
         if hvp and cfg.hvp_step is not None:
             options["hvp_step"] = cfg.hvp_step
         summary = label_file(src, dst, ctx.teacher, **options)
