@@ -355,3 +355,29 @@ def test_atoms_to_batch_matches_the_data_layer_batch():
     theirs = graph_batch([atoms], CUTOFF)
     for key in ("species", "positions", "batch", "ptr", "natoms", "cell", "pbc", "edge_index", "shifts"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predict_on_data_loader_batches(name, data_files):
+    """Batches of the real loader (labels, masks, idx, ints) give each structure's own result."""
+    from mlff_distiller.data.dataset import MolecularDataset
+    from mlff_distiller.data.loader import MolecularDataLoader
+
+    dataset = MolecularDataset(data_files["ase"], dtype=torch.float64)
+    torch.manual_seed(0)
+    model = build_model(name, species=[13, 28, 29, 79], cutoff=CUTOFF, dtype=torch.float64, hidden=8, layers=2, rbf=6)
+    loader = MolecularDataLoader(dataset, batch_size=5, use_padding=False, cutoff=CUTOFF)
+    seen = 0
+    for batch in loader:
+        out = predict(model, batch, stress=True)
+        ptr = batch["ptr"].tolist()
+        for b in range(len(ptr) - 1):
+            positions = batch["positions"][ptr[b] : ptr[b + 1]].numpy()
+            atoms = Atoms(numbers=batch["species"][ptr[b] : ptr[b + 1]].numpy(), positions=positions,
+                          cell=batch["cell"][b].numpy(), pbc=batch["pbc"][b].numpy())
+            alone = predict(model, atoms_to_batch(atoms, CUTOFF, torch.float64), stress=True)
+            torch.testing.assert_close(out["energy"][b], alone["energy"][0], rtol=1e-12, atol=1e-10)
+            torch.testing.assert_close(out["forces"][ptr[b] : ptr[b + 1]], alone["forces"], rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(out["stress"][b], alone["stress"][0], rtol=1e-9, atol=1e-12)
+            seen += 1
+    assert seen == len(dataset)
