@@ -2,7 +2,9 @@
 
 Every subcommand has ``--help``. Exit codes: 0 success; 1 ``validate`` found problems;
 2 bad input or usage (a missing file, an unknown format, an unreadable structure, a bad
-option...), reported as one line ``Error: <message>`` on stderr without a traceback. Inputs may be
+option...), reported as one line ``Error: <message>`` on stderr without a traceback; an
+unexpected exception is one ``Error: unexpected <Type>: ...`` line with exit code 2 too
+(``MLFF_DISTILLER_DEBUG=1`` shows its traceback). Inputs may be
 one file, a database URL (shown everywhere with its password replaced by ``***``), several files
 or a quoted glob pattern such as ``'shards/*.xyz'`` (one dataset, files in sorted order).
 """
@@ -16,7 +18,7 @@ from typing import Optional, Sequence
 import click
 
 from .. import __version__
-from .errors import USER_ERRORS, InputError, UsageLineError, one_line, usage_line
+from .errors import USER_ERRORS, InputError, UsageLineError, one_line, unexpected_error, usage_line
 
 
 class CommandGroup(click.Group):
@@ -39,10 +41,16 @@ class CommandGroup(click.Group):
             raise
         except click.UsageError as exc:
             raise usage_line(exc) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # already one line (InputError), or click's own control flow (--help, Ctrl-C)
         except USER_ERRORS as exc:
             if os.environ.get("MLFF_DISTILLER_DEBUG"):
                 raise  # developers: the full traceback
             raise InputError(one_line(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - never a traceback with validate's exit code 1
+            if os.environ.get("MLFF_DISTILLER_DEBUG"):
+                raise
+            raise unexpected_error(exc) from None
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -10,14 +10,25 @@ import click
 
 #: exceptions caused by the user's input, reported as one line (anything else is a bug: traceback)
 USER_ERRORS = (OSError, ValueError, KeyError, IndexError, sqlite3.Error)
-#: ``scheme://user:password@`` in free text (a database URL quoted by some message)
-_URL_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]*@")
+#: ``scheme://user:password@`` in free text (a database URL quoted by some message); the
+#: password runs to the last ``@`` of the word, so ``/``, ``@``, ``?`` in it are hidden too
+_URL_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s'\"]*@")
 _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&;\s'\"]*")
 
 
 def hide_passwords(text: str) -> str:
     """``text`` with the password of every database URL in it replaced by ``***``."""
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def unexpected_error(exc: BaseException) -> "InputError":
+    """The one ``Error:`` line (exit 2) for an exception that is not a known user error: it says
+    what happened and how to see the traceback, instead of a traceback with exit code 1 (the
+    code ``validate`` uses for "problems found")."""
+    return InputError(
+        f"unexpected {type(exc).__name__}: {one_line(exc)} (if the input looks right, this is a bug: "
+        "please report it; MLFF_DISTILLER_DEBUG=1 shows the traceback)"
+    )
 
 
 class InputError(click.ClickException):

@@ -6,6 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
+from .ase_db.connection import DB_SCHEMES, is_url, mask_password, url_dialect
 from .base import DataFormatError, Reader, format_error
 
 #: format name -> "module:Class" (imported lazily so a missing optional dependency only
@@ -51,8 +52,13 @@ def normalize_format(fmt: str) -> str:
 def guess_format(path: str | os.PathLike) -> str:
     """Format from a path's suffix (or a database URL), or ValueError."""
     text = str(path)
-    if text.startswith(("postgresql://", "postgres://", "mysql://", "mariadb://")):
-        return "ase"
+    if is_url(text):  # any case, with or without +driver (postgresql+psycopg2://)
+        if url_dialect(text) in DB_SCHEMES:
+            return "ase"
+        raise ValueError(
+            f"{mask_password(text)}: not a database URL this package reads (schemes: "
+            f"{', '.join(sorted(DB_SCHEMES))}); for a local file give its path"
+        )
     p = Path(text)
     if p.is_dir():
         return "hdf5"  # a directory of HDF5 shards (e.g. MACE's preprocessed split)

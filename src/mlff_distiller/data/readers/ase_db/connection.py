@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import DataFormatError, format_error
 from ..files import check_regular_file
@@ -25,34 +27,134 @@ _OTHER_FILE_TYPES = {".json": "json", ".aselmdb": "aselmdb", ".lmdb": "aselmdb"}
 _REQUIRED_COLUMNS = ("id", "numbers", "positions", "cell", "pbc")
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: URL schemes (lower case, ``+driver`` removed) that ``ase.db.connect`` opens
+DB_SCHEMES = {"postgresql": "postgresql", "postgres": "postgres", "mysql": "mysql", "mariadb": "mariadb"}
+
+
 def is_url(path: str) -> bool:
     """True for a database address such as ``postgresql://user:pw@host:5432/db``."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+    return _SCHEME.match(str(path)) is not None
+
+
+@dataclass(frozen=True)
+class _UrlParts:
+    scheme: str  #: as written, e.g. 'PostgreSQL+psycopg2'
+    user: Optional[str]  #: None without user info
+    password: Optional[str]  #: None without ':' in the user info
+    rest: str  #: host[:port]/database[?query], as written
+    query_secrets: tuple[str, ...]  #: values of ``password=`` query parameters
+
+    @property
+    def dialect(self) -> str:
+        """'postgresql', 'mysql'...: the scheme in lower case without a ``+driver``."""
+        return self.scheme.lower().split("+", 1)[0]
+
+
+def _split_url(url: str) -> _UrlParts:
+    """A database URL split into scheme, user, password and the rest.
+
+    The user info ends at the *last* ``@``: people write passwords with unescaped ``/``, ``@``
+    or ``?`` (``postgresql://user:s3cret/PW@host/db``), which a generic URL parser
+    (``urllib.parse``) would read as the start of the path and show in full. The rest is
+    parsed with ``urllib.parse`` for ``password=`` query parameters.
+    """
+    m = _SCHEME.match(url)
+    scheme, after = m.group(1), url[m.end():]
+    userinfo, at, rest = after.rpartition("@")
+    user = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        password = secret if colon else None
+    else:
+        rest = after
+    query = urlsplit(f"x://{rest}").query if "?" in rest else ""
+    secrets = tuple(v for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() == "password" and v)
+    secrets += tuple(re.findall(r"(?i)[?&;]password=([^&;#]+)", rest))  # as written, percent-encoded
+    return _UrlParts(scheme, user, password, rest, secrets)
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&;]password=)[^&;#]*")
 
 
 def mask_password(path: str) -> str:
-    """``scheme://user:pw@host/db`` -> ``scheme://user:***@host/db`` (also ``password=`` queries)."""
+    """``scheme://user:pw@host/db`` -> ``scheme://user:***@host/db`` (also ``password=`` queries).
+
+    Any password is hidden, whatever it contains (``/``, ``@``, ``?``...) and whatever the
+    scheme's case or driver (``POSTGRESQL://``, ``postgresql+psycopg2://``).
+    """
+    path = str(path)
     if not is_url(path):
         return path
-    scheme, rest = path.split("://", 1)
-    netloc, sep, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = userinfo.split(":", 1)[0] + ":***@" + hostport
-    masked = f"{scheme}://{netloc}{sep}{tail}"
-    return re.sub(r"(?i)(password=)[^&;\s]*", r"\1***", masked)
+    parts = _split_url(path)
+    if parts.user is None:
+        return _QUERY_PASSWORD.sub(r"\1***", path)
+    userinfo = parts.user if parts.password is None else f"{parts.user}:***"
+    rest = _QUERY_PASSWORD.sub(r"\1***", parts.rest)
+    return f"{parts.scheme}://{userinfo}@{rest}"
 
 
 def secret_parts(path: str) -> list[str]:
-    """The password substrings of a URL (to scrub them from third-party error messages)."""
+    """The password substrings of a URL, as written and percent-decoded (to scrub them from
+    third-party error messages)."""
+    path = str(path)
     if not is_url(path):
         return []
-    secrets = re.findall(r"(?i)password=([^&;\s]+)", path)
-    netloc = path.split("://", 1)[1].partition("/")[0]
-    userinfo, at, _ = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        secrets.append(userinfo.split(":", 1)[1])
-    return [s for s in secrets if s]
+    parts = _split_url(path)
+    found = [*parts.query_secrets, *([parts.password] if parts.password else [])]
+    found += [unquote(s) for s in found if unquote(s) != s]
+    # the pieces a driver may show when it splits an unescaped password at URL delimiters
+    found += [piece for s in found for piece in re.split(r"[/@?#:&;]", s) if len(piece) >= 2]
+    return sorted({s for s in found if s}, key=len, reverse=True)  # longest first: no partial scrubs
+
+
+def url_dialect(path: str) -> str:
+    """'postgresql', 'mysql'...: a URL's scheme in lower case without ``+driver``."""
+    return _split_url(str(path)).dialect
+
+
+def ase_url(path: str) -> str:
+    """The URL as ``ase.db.connect`` needs it: the scheme in lower case without ``+driver``
+    (ASE recognises ``postgresql://``, ``mysql://``... only so)."""
+    parts = _split_url(path)
+    return f"{DB_SCHEMES.get(parts.dialect, parts.dialect)}://{path[_SCHEME.match(path).end():]}"
+
+
+def _check_postgres_password(url: str, shown: str) -> None:
+    """libpq ends the user info at the first ``/`` or ``@``: with either unescaped in the password
+    it would connect to a host named after part of the password (and print it). Say so instead."""
+    parts = _split_url(url)
+    if parts.dialect in ("postgresql", "postgres") and parts.password and set(parts.password) & set("/@"):
+        raise ValueError(
+            f"{shown}: the password contains '/' or '@', which a PostgreSQL URL must percent-encode "
+            "(urllib.parse.quote(password, safe='')); or leave it out of the URL and set PGPASSWORD "
+            "or ~/.pgpass"
+        )
+
+
+class Hidden:
+    """A value kept out of ``repr``/``str``/``vars()`` (no ``__dict__``), so that loggers that
+    record an object's attributes (hyperparameter loggers, ``vars(dataset)``) never see it.
+
+    It still travels in pickles: DataLoader workers must reconnect with it. Prefer passwords
+    that never enter the URL (PostgreSQL: ``PGPASSWORD`` or ``~/.pgpass``).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value) -> None:
+        self._value = value
+
+    def reveal(self):
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Hidden(***)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (Hidden, (self._value,))
 
 
 def sqlite_readonly(path: str) -> sqlite3.Connection:
@@ -82,15 +184,24 @@ class DbLocation:
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        path = str(path)
+        #: the path as shown everywhere (password replaced by ***)
         self.display = mask_password(path)
+        self.path = self.display
         self.url = is_url(path)
-        self.location = path if self.url else os.path.abspath(path)
-        self._secrets = secret_parts(path)
+        if self.url:
+            _check_postgres_password(path, self.display)
+        self._location = Hidden(ase_url(path) if self.url else os.path.abspath(path))
+        self._secrets = Hidden(secret_parts(path))
         self.db_type: Optional[str] = None if self.url else self._check_file()
 
+    @property
+    def location(self) -> str:
+        """What ``ase.db.connect`` opens (for a URL, with its password: never show it)."""
+        return self._location.reveal()
+
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._secrets.reveal():
             text = text.replace(secret, "***")
         return text
 
@@ -128,8 +239,8 @@ class DbLocation:
                 columns = tuple(r[1] for r in con.execute("PRAGMA table_info(systems)"))
             finally:
                 con.close()
-        except sqlite3.DatabaseError as exc:
-            raise self.error(None, None, f"not a readable SQLite database ({exc})") from None
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a corrupt schema decodes as garbage text
+            raise self.error(None, None, f"not a readable SQLite database ({type(exc).__name__}: {exc})") from None
         missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise self.error(None, None, f"not an ASE database: 'systems' lacks columns {missing}")
@@ -154,20 +265,26 @@ class DbLocation:
         return DbHandle(db, con)
 
     def guard(self, what: str, call: Callable[[], Any], index: Optional[int] = None) -> Any:
-        """Run ``call``; turn backend errors into errors naming the file (password scrubbed)."""
+        """Run ``call``; turn backend errors into errors naming the file (password scrubbed).
+
+        The new error is raised outside the ``except`` block, so the backend's exception (whose
+        text may quote the password) is neither its cause nor its context."""
         try:
             return call()
         except (DataFormatError, IndexError, FileNotFoundError, ImportError):
             raise
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, AssertionError) as exc:
-            raise self.error(index, None, f"{what} failed: {type(exc).__name__}: {exc}") from None
+            error: Exception = self.error(index, None, f"{what} failed: {type(exc).__name__}: {exc}")
         except Exception as exc:
             if self.url:  # connection errors of other backends (psycopg2, pymysql)
-                raise ConnectionError(
-                    f"{self.display}: {what} failed: {type(exc).__name__}: {self.scrub(str(exc))}"
-                ) from None
-            if isinstance(exc, OSError):  # e.g. ase.db: "Can not read new ase.db format"
-                raise self.error(index, None, f"{what} failed: {type(exc).__name__}: {exc}") from None
-            raise
+                error = ConnectionError(f"{self.display}: {what} failed: {type(exc).__name__}: {self.scrub(str(exc))}")
+            elif isinstance(exc, OSError):  # e.g. ase.db: "Can not read new ase.db format"
+                error = self.error(index, None, f"{what} failed: {type(exc).__name__}: {exc}")
+            else:
+                raise
+        raise error
 
-__all__ = ["is_url", "mask_password", "secret_parts", "sqlite_readonly", "DbHandle", "DbLocation"]
+__all__ = [
+    "DB_SCHEMES", "Hidden", "is_url", "mask_password", "secret_parts", "url_dialect", "ase_url", "sqlite_readonly", "DbHandle",
+    "DbLocation",
+]

@@ -149,20 +149,41 @@ def raw_from_tuple(values: Sequence, columns: Sequence[str], index: int, error: 
     from ase.io.jsonio import decode
 
     v = dict(zip(columns, values))
-    try:
-        numbers = _deblob(v["numbers"], np.int32).astype(np.int64)
-        positions = _deblob(v["positions"], np.float64, (-1, 3))
-        cell = _deblob(v["cell"], np.float64, (3, 3)) if v["cell"] is not None else np.zeros((3, 3))
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise error(index, "numbers/positions/cell", f"row id {v['id']}: bad array blob ({exc})") from None
-    pbc = (v["pbc"] & _PBC_BITS).astype(bool) if v["pbc"] is not None else np.zeros(3, bool)
+    row_id = v["id"]
+
+    def blob(column: str, dtype, shape=None, required: bool = True):
+        """Column ``column`` decoded as ase.db.sqlite does; a value of the wrong type or size is
+        an error naming the column (never a bare ValueError/TypeError from numpy)."""
+        value = v[column]
+        if value is None and not required:
+            return None
+        if not isinstance(value, (bytes, memoryview)):
+            raise error(index, column, f"row id {row_id}: expected a binary array, got {type(value).__name__}")
+        try:
+            return _deblob(value, dtype, shape)
+        except ValueError as exc:
+            raise error(index, column, f"row id {row_id}: bad array blob of {len(value)} bytes ({exc})") from None
+
+    numbers = blob("numbers", np.int32).astype(np.int64)
+    positions = blob("positions", np.float64, (-1, 3))
+    cell = blob("cell", np.float64, (3, 3), required=False)
+    cell = np.zeros((3, 3)) if cell is None else cell
+    pbc = v["pbc"]
+    if pbc is None:
+        pbc = np.zeros(3, bool)
+    elif isinstance(pbc, int) and not isinstance(pbc, bool) and 0 <= pbc <= 7:
+        pbc = (pbc & _PBC_BITS).astype(bool)
+    else:
+        raise error(index, "pbc", f"row id {row_id}: expected an integer 0..7 (3 bits), got {pbc!r}")
     calc = {}
     for c in CALC_COLUMNS:
         x = v.get(c)
         if x is None:
             continue
         if isinstance(x, (bytes, memoryview)):
-            x = _deblob(x, np.float64, (-1, 3) if c == "forces" else (() if c == "magmom" else None))
+            x = blob(c, np.float64, (-1, 3) if c == "forces" else (() if c == "magmom" else None))
+        elif not isinstance(x, (int, float)) or isinstance(x, bool):
+            raise error(index, c, f"row id {row_id}: expected a number or a binary array, got {x!r:.60}")
         calc[c] = x
     kvp_text = v.get("key_value_pairs")
     data_blob = v.get("data")
