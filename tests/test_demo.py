@@ -14,7 +14,7 @@ demo_module = importlib.import_module("mlff_distiller.cli.demo")  # the package 
 
 def test_demo_prints_side_by_side_table(tmp_path, monkeypatch):
     tiny = {**demo_module.QUICK_PLAN, "structures": ["water"], "train_samples": 10, "test_samples": 4,
-            "md_interval": 2, "md_equilibration": 4, "epochs": 2, "train_minutes": 0.2, "md_steps": 20}
+            "md_interval": 2, "test_interval": 2, "val_block": 2, "md_equilibration": 4, "epochs": 2, "train_minutes": 0.2, "md_steps": 20}
     monkeypatch.setattr(demo_module, "QUICK_PLAN", tiny)
     out = tmp_path / "demo"
     args = ["demo", "--teacher", "emt", "--structure", "water", "--out", str(out), "--threads", "1"]

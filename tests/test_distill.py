@@ -21,7 +21,7 @@ from mlff_distiller.distill.stages import choose_val_groups, provenance_blocks
 #: every auto field set: no planning (no timing runs), a few seconds per stage
 TINY = dict(
     teacher="emt", structures=["ethanol"], train_temperatures=[300.0, 500.0], test_temperatures=[400.0],
-    train_samples=10, test_samples=6, md_interval=2, md_equilibration=4, epochs=3, train_minutes=1.0,
+    train_samples=10, test_samples=6, md_interval=2, test_interval=2, md_equilibration=4, epochs=3, train_minutes=1.0,
     md_steps=30, md_timestep_fs=0.5, batch_size=4, speed_structures=3, speed_rounds=1, val_block=2,
     val_fraction=0.2, threads=1, progress=False, model_options={"hidden": 16, "layers": 2}, cutoff=4.0,
 )
@@ -140,7 +140,7 @@ def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "mlff_distiller.cli", "distill", "--teacher", "emt", "--structures", "ethanol",
             "--out", str(out), "--train-temperatures", "300,500", "--test-temperatures", "400",
-            "--train-samples", "10", "--test-samples", "6", "--md-interval", "2", "--epochs", "400",
+            "--train-samples", "10", "--test-samples", "6", "--md-interval", "2", "--test-interval", "2", "--epochs", "400",
             "--train-minutes", "0.25", "--md-steps", "30", "--threads", "1", "--batch-size", "4",
             "--model-option", "hidden=16", "--model-option", "layers=2", "--cutoff", "4", "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

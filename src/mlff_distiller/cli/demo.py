@@ -12,18 +12,20 @@ import click
 from .render import console
 
 #: the demo's plan for SevenNet-0 on aspirin (~145 ms per teacher call at 2 threads on an idle 2-core
-#: machine): 3 teacher MD runs (2 training temperatures, 1 held-out) of 40 equilibration steps + frames
-#: every 2 steps (1 fs) -> ~820 teacher calls (~2 min; the MD call's own labels are kept, so labeling
-#: costs nothing more), 2.5 min of training, ~20 s of evaluation (timing + 1 ps of student NVE).
-#: The sizes are fixed (not planned from a timing), so the demo gives the same result on a busy machine,
-#: only later. ``--budget-minutes`` switches to the planner instead.
+#: machine): 3 teacher MD runs of 40 equilibration steps; the two training runs (300 K, 600 K) keep every
+#: MD step as a labeled frame (the MD call's own labels: no second call), the held-out run (450 K, its own
+#: random stream) one frame every 4 steps -> ~920 teacher calls (~2.2 min), 2.5 min of training, ~20 s of
+#: evaluation (timing + 1 ps of student NVE). The sizes are fixed (not planned from a timing), so the demo
+#: gives the same student on a busy machine, only later. ``--budget-minutes`` switches to the planner.
 DEMO_PLAN = {
     "structures": ["aspirin"],
     "train_temperatures": [300.0, 600.0],
     "test_temperatures": [450.0],
-    "train_samples": 150,
+    "train_samples": 300,
     "test_samples": 50,
-    "md_interval": 2,
+    "md_interval": 1,
+    "test_interval": 4,
+    "val_block": 50,
     "md_equilibration": 40,
     "epochs": 10_000,
     "train_minutes": 2.5,
@@ -69,7 +71,8 @@ def demo(teacher: str, structure: str, out: Optional[Path], budget_minutes: Opti
     out = out or Path("demo_run")
     plan = dict(QUICK_PLAN if teacher.lower() in ("gfn2-xtb", "emt") else DEMO_PLAN)
     if budget_minutes is not None:  # planned from the budget and measured speeds instead
-        for name in ("train_samples", "test_samples", "md_interval", "md_equilibration", "train_minutes", "md_steps"):
+        for name in ("train_samples", "test_samples", "md_interval", "test_interval", "val_block", "md_equilibration",
+                     "train_minutes", "md_steps"):
             plan[name] = None
         plan["budget_minutes"] = budget_minutes
     values = dict(plan, teacher=teacher, structures=[structure], out_dir=str(out), hvp=hvp, seed=seed, threads=threads,

@@ -16,7 +16,7 @@ _FIELDS = {
     "teacher": "teacher", "structures": "structures", "out": "out_dir", "budget_minutes": "budget_minutes",
     "hvp": "hvp", "model": "model", "cutoff": "cutoff", "train_temperatures": "train_temperatures",
     "test_temperatures": "test_temperatures", "train_samples": "train_samples", "test_samples": "test_samples",
-    "md_interval": "md_interval", "epochs": "epochs", "train_minutes": "train_minutes", "md_steps": "md_steps",
+    "md_interval": "md_interval", "test_interval": "test_interval", "epochs": "epochs", "train_minutes": "train_minutes", "md_steps": "md_steps",
     "threads": "threads", "seed": "seed", "label_workers": "label_workers", "batch_size": "batch_size",
     "lr": "lr", "dtype": "dtype",
 }
@@ -62,7 +62,8 @@ def distill_options(f):
         click.option("--test-temperatures", default=None, help="Held-out MD temperatures, K. [default: 450]"),
         click.option("--train-samples", type=click.IntRange(min=1), default=None, help="Training frames per seed and temperature. [default: auto]"),
         click.option("--test-samples", type=click.IntRange(min=1), default=None, help="Held-out frames per seed and temperature. [default: auto]"),
-        click.option("--md-interval", type=click.IntRange(min=1), default=None, help="MD steps between frames. [default: auto]"),
+        click.option("--md-interval", type=click.IntRange(min=1), default=None, help="MD steps between training frames. [default: auto]"),
+        click.option("--test-interval", type=click.IntRange(min=1), default=None, help="MD steps between held-out frames. [default: auto]"),
         click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs. [default: auto]"),
         click.option("--train-minutes", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Training time limit. [default: auto]"),
         click.option("--md-steps", type=click.IntRange(min=1), default=None, help="NVE steps with the student. [default: auto]"),

@@ -29,8 +29,8 @@ __all__ = ["plan", "SAMPLE_SHARE", "TRAIN_SHARE", "EVAL_SHARE"]
 SAMPLE_SHARE = 0.40
 TRAIN_SHARE = 0.45
 EVAL_SHARE = 0.10  # the remaining 5 %: startup, export, plots, slack
-#: most frames worth sampling per seed structure and temperature (beyond it MD frames get sparser)
-MAX_FRAMES_PER_RUN = 1500
+#: held-out frames per seed structure and test temperature (beyond it they go to training instead)
+MAX_TEST_PER_RUN = 100
 
 
 def time_teacher(teacher, seeds: Sequence, calls: int = 3, warmup: int = 2) -> float:
@@ -102,20 +102,25 @@ def plan(config: DistillConfig, teacher, seeds: Sequence, log: Callable[[str], N
         eq = int(max(0, min(100, 0.10 * calls / runs)))
     left = max(calls - runs * eq, 0.0)
     hvp_calls = 2 * config.hvp
-    test_ratio = 0.25 * n_train_t / n_test_t  # test frames per run relative to train frames per run
-    interval = config.md_interval
-    if interval is None:  # 1 fs between frames at least; sparser when there is time to spare
-        base = max(1, int(round(1.0 / timestep)))
-        frames_at_base = left / (n_seeds * (n_train_t * (base + hvp_calls) + n_test_t * test_ratio * base))
-        interval = int(min(20, max(base, base * frames_at_base / MAX_FRAMES_PER_RUN)))
+    # every MD step is a teacher call whose labels are kept: without HVPs every step is a free frame
+    # (denser frames, same trajectory); with HVPs a frame costs 2K calls more, so frames are thinned
+    # until MD and HVPs take about the same share
+    interval = config.md_interval or int(min(20, max(1, hvp_calls)))
+    test_interval = config.test_interval or max(interval, int(round(2.0 / timestep)))  # held-out: ~2 fs apart
+    test_ratio = 0.25 * n_train_t / n_test_t  # held-out frames per run relative to training frames per run
+    n_test = config.test_samples
     n_train = config.train_samples
     if n_train is None:
-        per = n_seeds * (n_train_t * (interval + hvp_calls) + n_test_t * test_ratio * interval)
+        per = n_seeds * (n_train_t * (interval + hvp_calls) + n_test_t * test_ratio * test_interval)
         n_train = int(max(10, left / per))
-    n_test = config.test_samples
+        if n_test is None and test_ratio * n_train > MAX_TEST_PER_RUN:  # enough to evaluate: the rest trains
+            n_test = MAX_TEST_PER_RUN
+            left_train = left - n_seeds * n_test_t * n_test * test_interval
+            n_train = int(max(10, left_train / (n_seeds * n_train_t * (interval + hvp_calls))))
     if n_test is None:
-        n_test = int(max(5, round(test_ratio * n_train)))
-    sample_calls = runs * eq + n_seeds * (n_train_t * n_train * (interval + hvp_calls) + n_test_t * n_test * interval)
+        n_test = int(max(5, min(MAX_TEST_PER_RUN, round(test_ratio * n_train))))
+    sample_calls = runs * eq + n_seeds * (n_train_t * n_train * (interval + hvp_calls) + n_test_t * n_test * test_interval)
+    val_block = config.val_block or int(max(2, round(25.0 / (interval * timestep))))  # ~25 fs of trajectory
 
     train_minutes = config.train_minutes
     if train_minutes is None:
@@ -128,7 +133,8 @@ def plan(config: DistillConfig, teacher, seeds: Sequence, log: Callable[[str], N
         steps = 0.5 * EVAL_SHARE * budget / (1.3 * t_student)
         md_steps = int(min(20_000, max(200, round(steps, -2))))
     values.update(
-        md_equilibration=eq, md_interval=interval, train_samples=n_train, test_samples=n_test,
+        md_equilibration=eq, md_interval=interval, test_interval=test_interval, val_block=val_block,
+        train_samples=n_train, test_samples=n_test,
         train_minutes=round(train_minutes, 2), epochs=epochs, md_steps=md_steps, md_timestep_fs=md_dt,
         timestep_fs=config.timestep_fs,
     )
@@ -143,7 +149,7 @@ def plan(config: DistillConfig, teacher, seeds: Sequence, log: Callable[[str], N
     resolved = DistillConfig.from_dict(values)
     log(f"plan for {config.budget_minutes:g} min: teacher {1e3 * t_teacher:.1f} ms/call, untrained student "
         f"{1e3 * t_student:.2f} ms/call -> {n_train} train + {n_test} test frames per seed and temperature "
-        f"(every {interval} MD steps, {eq} equilibration steps), ~{sample_calls * t_teacher / 60:.1f} min of teacher "
+        f"(every {interval} / {test_interval} MD steps, {eq} equilibration steps), ~{sample_calls * t_teacher / 60:.1f} min of teacher "
         f"calls, {train_minutes:.1f} min training, {md_steps} NVE steps")
     return resolved
 
@@ -153,5 +159,5 @@ def estimate_calls(config: DistillConfig, n_seeds: int) -> int:
     eq = config.md_equilibration or 0
     runs = n_seeds * (len(config.train_temperatures) + len(config.test_temperatures))
     frames = n_seeds * (len(config.train_temperatures) * config.train_samples * (config.md_interval + 2 * config.hvp)
-                        + len(config.test_temperatures) * config.test_samples * config.md_interval)
+                        + len(config.test_temperatures) * config.test_samples * config.test_interval)
     return int(runs * eq + frames)

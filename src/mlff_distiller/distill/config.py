@@ -39,7 +39,8 @@ class DistillConfig:
     train_samples: Optional[int] = None  # frames per seed structure and temperature (train + val pool)
     test_temperatures: list = field(default_factory=lambda: [450.0])
     test_samples: Optional[int] = None  # held-out frames per seed structure and temperature
-    md_interval: Optional[int] = None  # MD steps between frames
+    md_interval: Optional[int] = None  # MD steps between training frames (auto: 1 without HVPs, labels are free)
+    test_interval: Optional[int] = None  # MD steps between held-out frames (auto: ~2 fs)
     md_equilibration: Optional[int] = None  # MD steps before the first frame of each run
     timestep_fs: Optional[float] = None  # None: 0.5 fs with hydrogen, else 2 fs
     extra_methods: list = field(default_factory=list)  # e.g. ["rattle"] (extra training samples per seed)
@@ -50,7 +51,7 @@ class DistillConfig:
     label_workers: int = 1
     # validation: contiguous blocks of each MD run, so neighbours of a val frame are not in train
     val_fraction: float = 0.1
-    val_block: int = 5
+    val_block: Optional[int] = None  # frames per block (auto: ~25 fs of trajectory)
     # student
     model: str = "schnet"
     model_options: dict = field(default_factory=dict)
@@ -105,13 +106,12 @@ class DistillConfig:
         for name in ("train_temperatures", "test_temperatures"):
             temps = getattr(self, name)
             check(name, bool(temps) and all(math.isfinite(t) and t > 0 for t in temps), "a list of temperatures > 0 K")
-        for name in ("train_samples", "test_samples", "md_interval", "epochs", "md_steps"):
+        for name in ("train_samples", "test_samples", "md_interval", "test_interval", "epochs", "md_steps", "val_block"):
             pos_int(name)
         pos_int("md_equilibration", low=0)
         pos_int("threads")
         pos_int("hvp", allow_none=False, low=0)
         pos_int("label_workers", allow_none=False)
-        pos_int("val_block", allow_none=False)
         pos_int("batch_size", allow_none=False)
         pos_int("speed_structures", allow_none=False, low=2)
         pos_int("speed_rounds", allow_none=False)
@@ -130,8 +130,8 @@ class DistillConfig:
     # -- auto fields -----------------------------------------------------------------------------
     def unresolved(self) -> list[str]:
         """Names of the auto fields still None."""
-        auto = ("train_samples", "test_samples", "md_interval", "md_equilibration", "epochs", "train_minutes",
-                "md_steps", "md_timestep_fs")
+        auto = ("train_samples", "test_samples", "md_interval", "test_interval", "md_equilibration", "epochs",
+                "train_minutes", "md_steps", "md_timestep_fs", "val_block")
         return [n for n in auto if getattr(self, n) is None]
 
     # -- (de)serialisation -------------------------------------------------------------------------

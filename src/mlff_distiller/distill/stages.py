@@ -105,7 +105,7 @@ def sample_parts(config: DistillConfig) -> list[dict]:
                       "n": config.train_samples, "seed": config.seed * 1000 + 100})
     for k, t in enumerate(config.test_temperatures):  # another random stream than any training run
         parts.append({"name": f"test_md_{t:g}K", "role": "test", "method": "md", "temperature": t,
-                      "n": config.test_samples, "seed": config.seed * 1000 + 500 + k})
+                      "n": config.test_samples, "seed": config.seed * 1000 + 500 + k, "interval": config.test_interval})
     return parts
 
 
@@ -126,7 +126,7 @@ def stage_sample(ctx: Context) -> list[Path]:
         methods = [part["method"]]
         temps = [part["temperature"]] if part["temperature"] is not None else [300.0]
         total = count_samples(ctx.seeds, methods, temps, part["n"])
-        options = dict(md_interval=cfg.md_interval, md_equilibration=cfg.md_equilibration,
+        options = dict(md_interval=part.get("interval") or cfg.md_interval, md_equilibration=cfg.md_equilibration,
                        timestep_fs=cfg.timestep_fs, rattle_sigma=cfg.rattle_sigma)
         kinetic = []
         metadata = {"teacher": ctx.teacher.info(),
@@ -321,7 +321,7 @@ def held_out_description(config: DistillConfig) -> str:
     temps = ", ".join(f"{t:g} K" for t in config.test_temperatures)
     train = ", ".join(f"{t:g} K" for t in config.train_temperatures)
     return (f"separate teacher Langevin MD run(s) at {temps} with their own random stream "
-            f"({config.test_samples} frames per seed structure and temperature, every {config.md_interval} steps); "
+            f"({config.test_samples} frames per seed structure and temperature, every {config.test_interval} MD steps); "
             f"training frames came from runs at {train}")
 
 
@@ -388,7 +388,8 @@ def pipeline_summary(ctx: Context) -> dict:
         "seed structures": ", ".join(cfg.structures),
         "sampling": (f"Langevin MD (teacher), train at {', '.join(f'{t:g} K' for t in cfg.train_temperatures)} × "
                      f"{cfg.train_samples} frames, held-out at {', '.join(f'{t:g} K' for t in cfg.test_temperatures)} × "
-                     f"{cfg.test_samples} frames per seed, every {cfg.md_interval} steps after {cfg.md_equilibration}"),
+                     f"{cfg.test_samples} frames per seed, every {cfg.md_interval} (held-out: {cfg.test_interval}) MD "
+                     f"steps after {cfg.md_equilibration} equilibration steps"),
         "labels": f"energy, forces{', stress' if any(np.all(a.pbc) for a in ctx.seeds) else ''}"
                   + (f", {cfg.hvp} Hessian-vector products per training structure" if cfg.hvp else ", no Hessian terms"),
         "split": f"{split.get('train', '?')} train / {split.get('val', '?')} validation ({split.get('how', '')})",
