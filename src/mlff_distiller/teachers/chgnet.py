@@ -11,7 +11,7 @@ from .extras import require
 
 
 def chgnet_teacher(name: str, options: dict) -> Teacher:
-    module = require("chgnet.model.dynamics", "chgnet", name)
+    module = require("chgnet.model.dynamics", "chgnet", f"teacher {name!r}")
     opts = {"use_device": "cpu"}
     if "device" in options:
         options = dict(options)

@@ -121,7 +121,7 @@ class RayEngine:
                  address: Optional[str] = None, device: str = "cpu", gpus_per_worker: float = 1.0) -> None:
         from .extras import require
 
-        ray = require("ray", "ray", "--engine ray")
+        ray = require("ray", "ray", "engine 'ray'")
         self.ray = ray
         self.started = False
         if not ray.is_initialized():

@@ -23,7 +23,7 @@ def import_mace_calculators(name: str):
     """``mace.calculators``, imported with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` restored afterwards."""
     before = os.environ.get(_ENV)
     try:
-        return require("mace.calculators", "mace", name)
+        return require("mace.calculators", "mace", f"teacher {name!r}")
     finally:
         if before is None:
             os.environ.pop(_ENV, None)

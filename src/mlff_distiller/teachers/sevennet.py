@@ -15,7 +15,7 @@ from .extras import require
 
 
 def sevennet_teacher(name: str, options: dict) -> Teacher:
-    module = require("sevenn.calculator", "sevenn", name)
+    module = require("sevenn.calculator", "sevenn", f"teacher {name!r}")
     opts = {"device": "cpu"}
     opts.update(options)
     if "model" in opts and opts["model"] != "7net-0":

@@ -18,7 +18,7 @@ METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
 
 def xtb_teacher(name: str, options: dict) -> Teacher:
-    module = require("tblite.ase", None, name, pip="'tblite>=0.4'")
+    module = require("tblite.ase", None, f"teacher {name!r}", pip="'tblite>=0.4'")
     opts = {"method": METHODS[name], "verbosity": 0, "cache_api": False}
     if "method" in options and options["method"] != METHODS[name]:
         raise ValueError(f"teacher {name!r}: option method={options['method']!r} contradicts the teacher name")
