@@ -13,18 +13,10 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+
+from ..data.keys import PROVENANCE_KEYS  # per-structure provenance keys (CONTRACTS.md §3)
 from ..data.structure import Structure
 from .hvp import cartesian_directions, compute_hvp, random_directions
-
-#: per-structure provenance keys copied from ``atoms.info`` (CONTRACTS.md §3)
-PROVENANCE_KEYS: tuple[str, ...] = (
-    "sample_method",
-    "sample_seed",
-    "sample_temperature",
-    "sample_group",
-    "sample_step",
-    "config_type",
-)
 
 
 def provenance(info: dict) -> dict:
