@@ -3,7 +3,15 @@
 #
 #   scripts/start_postgres.sh          # prints the database URL on stdout (logs go to stderr)
 #   scripts/start_postgres.sh stop     # stops the server (its files are kept for the next start)
+#   scripts/start_postgres.sh status   # exit 0 when the server is running
+#   scripts/start_postgres.sh release PID   # client PID is done (see below)
 #   export MLFF_TEST_POSTGRES_URL="$(scripts/start_postgres.sh)"
+#
+# Clients (test sessions): with MLFF_PG_CLIENT=<pid> set, a start registers that process as a
+# client, and a server started by a client is marked so. `release PID` unregisters it (and
+# every client process that no longer exists); when no client is left and a client had started
+# the server, it is stopped: test runs stop what they start, never a server started by hand or
+# by .ci/run, never one another session is still using.
 #
 # Idempotent: a server already running from $MLFF_PG_DIR is reused. When the PostgreSQL server
 # programs are missing it installs Debian's `postgresql` package (root only). PostgreSQL refuses
@@ -34,6 +42,10 @@ find_bindir() {
 }
 
 BIN=$(find_bindir || true)
+if [ -z "$BIN" ] && [ -n "${1:-}" ]; then  # status/stop/release never install anything
+    log "PostgreSQL server programs not found: nothing is running"
+    if [ "$1" = status ]; then exit 1; else exit 0; fi
+fi
 if [ -z "$BIN" ]; then
     if [ "$(id -u)" -ne 0 ]; then
         log "PostgreSQL server programs (initdb, pg_ctl) not found and not root: cannot install them"
@@ -59,7 +71,39 @@ pg_ctl_() { as_pg "$BIN/pg_ctl" -D "$DIR/data" "$@"; }
 
 if [ "${1:-}" = "stop" ]; then
     if [ -f "$DIR/data/postmaster.pid" ]; then pg_ctl_ -m fast -w stop >&2; else log "not running"; fi
+    rm -f "$DIR/started-by-client"
     exit 0
+fi
+
+if [ "${1:-}" = "status" ]; then
+    [ -d "$DIR/data" ] && pg_ctl_ status >/dev/null 2>&1
+    exit $?
+fi
+
+# one start/release at a time (parallel test sessions)
+lock() { mkdir -p -m 700 "$DIR"; exec 9>"$DIR/.clients.lock"; flock 9; }
+
+if [ "${1:-}" = "release" ]; then
+    [ -n "${2:-}" ] || { log "usage: $0 release PID"; exit 2; }
+    [ -d "$DIR" ] || exit 0
+    lock
+    rm -f "$DIR/clients/$2"
+    for f in "$DIR"/clients/*; do  # forget clients that died without releasing
+        [ -e "$f" ] || continue
+        kill -0 "$(basename "$f")" 2>/dev/null || rm -f "$f"
+    done
+    if [ -f "$DIR/started-by-client" ] && [ -z "$(ls -A "$DIR/clients" 2>/dev/null)" ]; then
+        log "last client gone: stopping the server a client started"
+        if [ -f "$DIR/data/postmaster.pid" ]; then pg_ctl_ -m fast -w stop >&2 || true; fi
+        rm -f "$DIR/started-by-client"
+    fi
+    exit 0
+fi
+
+if [ -n "${MLFF_PG_CLIENT:-}" ]; then
+    lock
+    mkdir -p "$DIR/clients"
+    : > "$DIR/clients/$MLFF_PG_CLIENT"
 fi
 
 free_port() {
@@ -93,8 +137,10 @@ if pg_ctl_ status >/dev/null 2>&1 && [ -f "$DIR/url" ]; then
 else
     PORT=$(free_port)
     log "starting on 127.0.0.1:$PORT"
+    if [ -n "${MLFF_PG_CLIENT:-}" ]; then : > "$DIR/started-by-client"; fi
+    # 9>&-: the server must not inherit the clients lock (it would hold it for its lifetime)
     pg_ctl_ -l "$DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c full_page_writes=off" start >&2 || {
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c full_page_writes=off" start >&2 9>&- || {
         tail -n 30 "$DIR/server.log" >&2; exit 1; }
     PASSWORD=$(cat "$DIR/password")
     psql_() { as_pg psql -h "$DIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }

@@ -9,6 +9,33 @@ import numpy as np
 import pytest
 
 
+# -- a PostgreSQL server started by these tests is stopped by them -----------------------------
+# tests/test_postgres.py starts one with scripts/start_postgres.sh when MLFF_TEST_POSTGRES_URL is
+# unset. This session registers as the script's client (MLFF_PG_CLIENT, inherited by the
+# script) and releases it at the end: the script stops the server when the last client that
+# used it is gone and a client had started it (never a server started by hand or by .ci/run).
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _postgres_dir() -> Path:
+    """The cluster folder the script uses (same rule as scripts/start_postgres.sh)."""
+    env = os.environ.get("MLFF_PG_DIR")
+    return Path(env) if env else Path(os.environ.get("TMPDIR") or "/tmp") / f"mlff-postgres-{os.getuid()}"
+
+
+def pytest_configure(config) -> None:
+    os.environ.setdefault("MLFF_PG_CLIENT", str(os.getpid()))
+
+
+def pytest_unconfigure(config) -> None:
+    client = os.environ.get("MLFF_PG_CLIENT")
+    if client == str(os.getpid()) and (_postgres_dir() / "clients" / client).exists():
+        import subprocess
+
+        subprocess.run(["bash", str(_REPO / "scripts" / "start_postgres.sh"), "release", client],
+                       capture_output=True, timeout=120, check=False)
+
+
 def realdata_dir() -> Path:
     """Where ../shared/realdata is (override with MLFF_REALDATA)."""
     env = os.environ.get("MLFF_REALDATA")
