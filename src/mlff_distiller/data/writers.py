@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -44,6 +43,7 @@ import numpy as np
 
 from .errors import format_error
 from .keys import ATOM, DEFAULT_KEYS, LIST, KeyRegistry
+from .publish import SpaceGuard, check_target, publish
 from .structure import Structure, structure_to_atoms
 
 WRITE_FORMATS = ("ase", "xyz", "hdf5", "packed")
@@ -202,11 +202,13 @@ def _write_hdf5(path: Path, structures: Iterable[Structure], metadata: Optional[
     import h5py
 
     count = 0
+    space = SpaceGuard(path, shown=name)  # h5py cannot close a file once a write failed: stop before the disk is full
     with h5py.File(path, "w") as f:
         if metadata:
             f.attrs["metadata"] = json.dumps(metadata)
         root = f.create_group("structures", track_order=True)
         for i, s in enumerate(structures):
+            space.reserve(2 * np.asarray(s.positions).nbytes + 2048)
             g = root.create_group(str(i))
             g.create_dataset("positions", data=np.asarray(s.positions))
             g.create_dataset("species", data=np.asarray(s.numbers, dtype=np.int64))
@@ -234,23 +236,17 @@ def _packed_writer() -> Callable:
 
 
 def _write_packed(path: Path, structures: Iterable[Structure], metadata: Optional[dict], keys: KeyRegistry,
-                  name: str) -> int:
-    return int(_packed_writer()(path, structures, metadata=metadata, keys=keys, name=name))
+                  name: str, overwrite: bool) -> int:
+    """The packed writer publishes ``path`` itself (``publish.py``, with its spill directory)."""
+    return int(_packed_writer()(path, structures, metadata=metadata, keys=keys, name=name, overwrite=overwrite))
 
 
+#: writers of one temporary file that ``write_structures`` publishes
 WRITERS: dict[str, Callable[..., int]] = {
     "ase": _write_ase,
     "xyz": _write_xyz,
     "hdf5": _write_hdf5,
-    "packed": _write_packed,
 }
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def write_structures(
@@ -276,23 +272,16 @@ def write_structures(
     """
     path = Path(path)
     fmt = _normalize(path, format)
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such directory")
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    _remove(tmp)
-    try:
-        if metadata is not None:
-            json.dumps(metadata)  # TypeError now, not after writing everything
-        registry = DEFAULT_KEYS.extend(keys)
+    check_target(path, overwrite)
+    if metadata is not None:
+        json.dumps(metadata)  # TypeError now, not after writing everything
+    registry = DEFAULT_KEYS.extend(keys)
+    if fmt == "packed":
+        return _write_packed(path, _finite(structures, path, registry), metadata, registry, str(path), overwrite)
+    # a fresh temporary file (O_EXCL) beside path, published without replacing a file that
+    # appeared meanwhile (unless overwrite); removed with SQLite's side files on any failure
+    with publish(path, overwrite=overwrite) as tmp:
         count = WRITERS[fmt](tmp, _finite(structures, path, registry), metadata, registry, str(path))
-        if overwrite and (path.is_dir() or tmp.is_dir()):
-            _remove(path)  # os.replace cannot replace a directory or put one over a file
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     return count
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
 import numpy as np
 
 from ..keys import DEFAULT_KEYS, KeyRegistry, registry_of
+from ..publish import SpaceGuard, check_target, publish, spill_directory
 from ..readers.base import SCAN_CHUNK, Reader, scan
 from ..structure import Structure
 from .builder import PackedBuilder
@@ -82,27 +81,22 @@ def write_packed(
     and ``overwrite`` is False.
     """
     path = Path(path)
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such directory")
+    check_target(path, overwrite)
     chunks, attrs, registry, file_metadata = source_chunks(source, int(chunk))
     registry = registry.extend(keys)
     file_metadata.update(metadata or {})
     attrs["metadata"] = json.dumps(file_metadata)
-    spill = tempfile.mkdtemp(prefix=f".{path.name}.spill-", dir=path.parent)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    # temporary file and spill directory created exclusively beside path (publish.py): removed on
+    # failure, a killed writer's ones on the next write of path; published without replacing a
+    # file that appeared meanwhile unless overwrite
+    with publish(path, overwrite=overwrite) as tmp, spill_directory(path) as spill:
         shown = str(attrs.get("source", name or path))
-        builder = PackedBuilder(spill_dir=spill, cutoff=cutoff, source=shown, keys=registry)
+        builder = PackedBuilder(spill_dir=str(spill), cutoff=cutoff, source=shown, keys=registry)
         for structures in chunks:
             builder.add(structures)
+        # h5py cannot close a file after a failed write: room for the spilled data first
+        SpaceGuard(tmp, shown=str(path)).check(sum(f.stat().st_size for f in spill.iterdir()))
         builder.write(tmp, attrs)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
-        if tmp.exists():
-            tmp.unlink()
     return builder.num_structures
 
 
