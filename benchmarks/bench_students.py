@@ -42,7 +42,7 @@ EMT_ELEMENTS = {1, 6, 7, 8, 13, 28, 29, 46, 47, 78, 79}
 #: sizes benchmarked per student: (label, hyperparameters); "default" is build_model's default
 SIZES = {
     "schnet": [("small", {"hidden": 32}), ("default", {}), ("large", {"hidden": 128})],
-    "painn": [("small", {"hidden": 16}), ("default", {}), ("large", {"hidden": 64})],
+    "painn": [("small", {"hidden": 16}), ("default", {}), ("large", {"layers": 3})],
 }
 CUTOFF = 5.0
 

@@ -26,7 +26,11 @@ __all__ = ["PaiNN"]
 
 class PaiNN(StudentModel):
     """PaiNN student. Hyperparameters: ``hidden`` (F), ``layers``, ``rbf`` (Bessel functions),
-    ``envelope_p``, ``avg_neighbors`` (messages scaled by 1/sqrt of it)."""
+    ``envelope_p``, ``avg_neighbors`` (messages scaled by 1/sqrt of it).
+
+    Default size 32 x 2 (26.7 k parameters for 3 elements): the fastest size measured to reach
+    < 40 meV/Å force MAE against SevenNet-0 on aspirin MD (29.7 meV/Å; 32 x 3: 27.7 meV/Å at ~1.4x
+    the cost; see the models README section)."""
 
     name = "painn"
 
@@ -37,7 +41,7 @@ class PaiNN(StudentModel):
         dtype: Any = torch.float32,
         *,
         hidden: int = 32,
-        layers: int = 3,
+        layers: int = 2,
         rbf: int = 16,
         envelope_p: int = 6,
         avg_neighbors: float = 20.0,
