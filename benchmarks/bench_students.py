@@ -121,28 +121,34 @@ def set_threads(n: int) -> None:
         pass
 
 
-def time_structure(atoms, entries: list[Entry], threads: list[int], rounds: int, calls: int) -> None:
-    """Interleaved timing: per round, per thread count, every entry runs ``calls`` calls."""
+def time_structure(atoms, entries: list[Entry], threads: list[int], rounds: int, calls: int, budget: float) -> None:
+    """Interleaved timing: per round, per thread count, every entry runs up to ``calls`` calls
+    (fewer for slow entries: about ``budget`` seconds per entry and round, at least one call)."""
     moved = atoms.copy()
     sign = 1.0
+    count = {}
     for n in threads:  # warm-up (first calls compile kernels, load models, start SCF)
         set_threads(n)
         for e in entries:
-            for _ in range(2):
-                e.call(moved)
+            e.call(moved)
+            start = time.perf_counter()
+            e.call(moved)
+            per_call = time.perf_counter() - start
+            count[e.label, n] = max(1, min(calls, int(budget / max(per_call, 1e-9))))
     for _ in range(rounds):
         for n in threads:
             set_threads(n)
             for e in entries:
+                k = count[e.label, n]
                 start = time.perf_counter()
-                for _ in range(calls):
+                for _ in range(k):
                     sign = -sign
                     moved.positions += sign * 1e-3
                     e.call(moved)
-                e.times.setdefault(n, []).append((time.perf_counter() - start) / calls * 1e3)
+                e.times.setdefault(n, []).append((time.perf_counter() - start) / k * 1e3)
 
 
-def run(structures, teachers, models, sizes, threads, rounds, calls, cutoff) -> list[dict]:
+def run(structures, teachers, models, sizes, threads, rounds, calls, cutoff, budget=0.3) -> list[dict]:
     calculators = {}
     for t in teachers:
         try:
@@ -158,7 +164,7 @@ def run(structures, teachers, models, sizes, threads, rounds, calls, cutoff) -> 
             for size, hyper in SIZES.get(m, [("default", {})]):
                 if size in sizes:
                     entries.append(student_entry(m, size, hyper, atoms, cutoff))
-        time_structure(atoms, entries, threads, rounds, calls)
+        time_structure(atoms, entries, threads, rounds, calls, budget)
         ms = {e.label: {n: statistics.median(e.times[n]) for n in threads} for e in entries}
         batch_ms = ms["(atoms_to_batch alone)"]
         for e in entries:
@@ -206,7 +212,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--sizes", default=None, help="comma list of small,default,large (default all; default only with --quick)")
     p.add_argument("--threads", default=None, help="comma list of thread counts (default: 1 and all cores)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median reported); default 5, 1 with --quick")
-    p.add_argument("--calls", type=int, default=None, help="calls per entry per round; default 10, 2 with --quick")
+    p.add_argument("--calls", type=int, default=None, help="most calls per entry per round; default 20, 2 with --quick")
+    p.add_argument("--budget", type=float, default=0.3, help="seconds per entry and round (slow entries make fewer calls)")
     p.add_argument("--cutoff", type=float, default=CUTOFF, help="student cutoff, Å")
     p.add_argument("--quick", action="store_true", help="smoke run: default sizes, EMT only, 1 round of 2 calls")
     p.add_argument("--json", default=None, help="write the rows as JSON to this path")
@@ -217,12 +224,12 @@ def main(argv=None) -> list[dict]:
     all_threads = os.cpu_count() or 1
     threads = [int(x) for x in split(a.threads)] if a.threads else sorted({1, all_threads})
     rounds = a.rounds or (1 if a.quick else 5)
-    calls = a.calls or (2 if a.quick else 10)
-    rows = run(split(a.structures), teachers, split(a.models), sizes, threads, rounds, calls, a.cutoff)
+    calls = a.calls or (2 if a.quick else 20)
+    rows = run(split(a.structures), teachers, split(a.models), sizes, threads, rounds, calls, a.cutoff, a.budget)
     print_table(rows, threads, teachers)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"threads": threads, "cutoff": a.cutoff, "rounds": rounds, "calls": calls,
+            json.dump({"threads": threads, "cutoff": a.cutoff, "rounds": rounds, "calls": calls, "budget": a.budget,
                        "torch": torch.__version__, "rows": rows}, f, indent=1)
     return rows
 
