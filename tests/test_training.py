@@ -269,3 +269,31 @@ def test_sample_groups_all_or_none():
     assert sample_groups(Fake([None, None])) is None
     with pytest.raises(ValueError, match="structure 1 has no 'sample_group'"):
         sample_groups(Fake(["a", None, "b"]))
+
+
+def test_training_data_statistics_come_from_the_training_split(db_path, tmp_path):
+    """E0s, scales and the split: training split only; a separate validation file; test fraction."""
+    import warnings
+
+    from mlff_distiller.data.split import load_split
+    from mlff_distiller.training.data import TrainingData
+
+    cfg = TrainConfig(data=str(db_path), val=0.34, test_fraction=0.17, split="random", seed=5)
+    prepared = TrainingData.prepare(cfg, tmp_path, write=True)
+    assert (len(prepared.train), len(prepared.val), len(prepared.test)) == (3, 2, 1)
+    ds = MolecularDataset(db_path, return_atoms=False)
+    saved = load_split(tmp_path / "split.json", ds)
+    assert [s.indices for s in saved] == [prepared.train.indices, prepared.val.indices, prepared.test.indices]
+    own = ds.get_statistics(prepared.train.indices)
+    assert prepared.statistics["reference_energies"] == own["reference_energies"]
+    assert prepared.scales.forces == pytest.approx(own["forces_rms"], rel=1e-12)
+    assert prepared.scales.energy == pytest.approx(own["energy_per_atom_residual_std"], rel=1e-12)
+    e0, scale, shift = prepared.normalisation()
+    assert scale == pytest.approx(own["forces_rms"]) and shift == 0.0
+    assert prepared.species == sorted(set(ds.get_statistics()["elements"]))
+
+    # a validation file: the whole of `data` trains, `val` validates
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = TrainingData.prepare(TrainConfig(data=str(db_path), val=str(db_path), split="random"))
+    assert len(other.train) == len(ds) and len(other.val) == len(ds)

@@ -97,6 +97,10 @@ def test_training_learns_and_exports_the_best_ema_student(emt_db, tmp_path):
                 "train_loss", "lr"):
         assert key in rows[0], key
 
+    # save -> load: the exported weights are best.ckpt's EMA weights, bit for bit
+    best_state = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    for name, value in load(result.student).state_dict().items():
+        assert torch.equal(value, best_state["model." + name]), name
     meta = read_metadata(result.student)["metadata"]
     assert meta["teacher"] == TEACHER
     assert meta["training"]["seed"] == 0 and meta["training"]["ema"] is True
@@ -116,12 +120,14 @@ def test_training_on_teacher_hessian_vector_products(hvp_db, tmp_path):
     from mlff_distiller.training.config import TrainConfig
 
     common = dict(epochs=2, batch_size=4, lr=5e-3, val=0.25, seed=0, split="random", **TINY)
-    with_hvp = train(hvp_db, out_dir=tmp_path / "hvp", hvp_weight=100.0, **common)
+    with_hvp = train(hvp_db, out_dir=tmp_path / "hvp", weights={"hvp": 100.0, "energies": 1.0}, **common)
     without = train(hvp_db, out_dir=tmp_path / "plain", hvp_weight=0.0, **common)
     rows = list(csv.DictReader(open(with_hvp.metrics_csv)))
     assert float(rows[-1]["val_hvp_mae"]) > 0 and float(rows[-1]["train_hvp_loss"]) > 0
+    assert float(rows[-1]["train_energies_loss"]) > 0  # teacher per-atom energies as a target
     assert float(rows[-1]["hvp_weight"]) == 100.0
-    assert "train_hvp_loss" not in list(csv.DictReader(open(without.metrics_csv)))[-1]
+    plain = list(csv.DictReader(open(without.metrics_csv)))[-1]
+    assert "train_hvp_loss" not in plain and "train_energies_loss" not in plain
     a, b = _weights(with_hvp.student), _weights(without.student)
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the HVP term changed the training
     # its loss scale is the RMS of the training split's hvp labels (read here with ASE directly)

@@ -238,8 +238,8 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
 def _summary(result, shown: str) -> None:
     echo = click.echo  # plain lines: paths are never wrapped
     best = result.best_metrics
-    echo(f"Trained on {shown}: {result.epochs_run} epoch(s) in {result.seconds:.1f} s"
-              + (" (stopped early)" if result.stopped_early else ""))
+    reason = {"early_stopping": " (early stopping)", "max_time": " (time limit)"}.get(result.stop_reason, "")
+    echo(f"Trained on {shown}: {result.epochs_run} epoch(s) in {result.seconds:.1f} s{reason}")
     if result.best_epoch is not None:
         parts = []
         for key, label, unit in (("val_energy_mae", "energy", "meV/atom"), ("val_forces_mae", "forces", "meV/Å"),

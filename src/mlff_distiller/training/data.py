@@ -137,7 +137,7 @@ class TrainingData:
     species: list[int]  # every element of train/val/test
     scales: LossScales
     split_kind: str
-    labels: set = field(default_factory=set)  # labels present in the training split
+    labels: set = field(default_factory=set)  # labels of the training split (energies: only when weighted)
     val_dataset: Optional[MolecularDataset] = None
 
     @classmethod
@@ -193,6 +193,8 @@ class TrainingData:
                 stacklevel=2,
             )
         hvp_rms = label_rms(_SubsetReader(train), "hvp")
+        # per-atom teacher energies: looked for only when they would be trained on
+        has_energies = config.weights.energies > 0 and label_rms(_SubsetReader(train), "energies") is not None
         labels = {
             name
             for name, present in (
@@ -200,6 +202,7 @@ class TrainingData:
                 ("forces", stats.get("num_with_forces", 0) > 0),
                 ("stress", stats.get("num_with_stress", 0) > 0),
                 ("hvp", hvp_rms is not None),
+                ("energies", has_energies),
             )
             if present
         }

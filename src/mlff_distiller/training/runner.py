@@ -65,7 +65,8 @@ class TrainResult:
     test_metrics: dict = field(default_factory=dict)
     epochs_run: int = 0
     seconds: float = 0.0
-    stopped_early: bool = False
+    #: why training ended: "max_epochs", "early_stopping" (val_loss stopped improving), "max_time"
+    stop_reason: str = "max_epochs"
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -186,7 +187,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         callbacks=callbacks,
-        logger=CSVLogger(save_dir=str(out), name=LOG_DIR),
+        logger=CSVLogger(save_dir=str(out), name=LOG_DIR, flush_logs_every_n_steps=1),
         gradient_clip_val=cfg.gradient_clip,
         inference_mode=False,  # forces/stress/HVPs need autograd in validation
         num_sanity_val_steps=0,
@@ -203,7 +204,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     if rank_zero:
         out.mkdir(parents=True, exist_ok=True)
     prepared = TrainingData.prepare(cfg, out, write=rank_zero)
-    if rank_zero and not cfg.resume:
+    if rank_zero:  # on resume: the same options but possibly more epochs, another max_time...
         cfg.save(out / CONFIG_FILE)
 
     student = build_student(cfg, prepared)
@@ -211,7 +212,12 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     student.set_reference_energies(e0)
     student.set_scale_shift(scale, shift)
     weights = cfg.weights.as_dict()
-    missing = [n for n in ("energy", "forces", "stress", "hvp") if weights[n] > 0 and n not in prepared.labels]
+    missing = [n for n in weights if weights[n] > 0 and n not in prepared.labels]
+    if all(weights[n] == 0 or n in missing for n in weights):
+        raise ValueError(
+            f"{cfg.data}: nothing to train on: the training split has labels {sorted(prepared.labels) or 'none'} "
+            f"but the loss weights {cfg.weights.as_dict()} give none of them a weight > 0"
+        )
     module = StudentModule(
         student,
         weights={k: (0.0 if k in missing else v) for k, v in weights.items()},
@@ -233,7 +239,13 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     ckpt_path = str(out / CHECKPOINT_DIR / "last.ckpt") if cfg.resume else None
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with warnings.catch_warnings():
+            # notes that say nothing about this run: Lightning's use of a torch API deprecated in
+            # 2.13, and (resuming) that the checkpoint directory is not empty
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+            if cfg.resume:
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:  # Lightning's deterministic=True switches torch's global flag on; restore the caller's
         torch.use_deterministic_algorithms(was_deterministic)
 
@@ -246,7 +258,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         config=out / CONFIG_FILE,
         best_epoch=None,
         epochs_run=int(trainer.current_epoch),
-        stopped_early=bool(getattr(trainer, "should_stop", False)) and trainer.current_epoch < cfg.epochs,
+        stop_reason=_stop_reason(trainer, cfg),
     )
     if not rank_zero:
         return result
@@ -298,6 +310,16 @@ def _accelerator_present() -> bool:
     if accelerator is not None and hasattr(accelerator, "is_available"):
         return bool(accelerator.is_available())
     return torch.cuda.is_available()
+
+
+def _stop_reason(trainer, cfg: TrainConfig) -> str:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    if any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks):
+        return "early_stopping"
+    if trainer.current_epoch >= cfg.epochs:
+        return "max_epochs"
+    return "max_time" if cfg.max_time is not None else "interrupted"
 
 
 def _existing(path) -> Optional[Path]:
