@@ -119,7 +119,9 @@ def print_result(result, json_output: bool = False) -> None:
 @click.command()
 @click.option("--structures", multiple=True, help="Seed structures: files or built-in names (aspirin, cu64, si216...), comma-separated or repeated. [default: aspirin]")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory. [default: distill_run]")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=True), help="A config.yaml of an earlier run (or its directory) to repeat; other options override it.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=True),
+              help="A config.yaml of an earlier run (or its run directory) to repeat: into --out (default: the "
+                   "run's own directory, where it resumes, or with --overwrite starts again); other options override it.")
 @distill_options
 @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
 def distill(structures, out, config_path, overwrite, json_output, **given) -> None:
@@ -135,8 +137,6 @@ def distill(structures, out, config_path, overwrite, json_output, **given) -> No
     given.update(structures=structures or None, out=out)
     overwrite_flag = overwrite
     cfg = build_config(base, given)
-    if config_path and out is None:
-        raise InputError("--config repeats a run: give it a new --out directory (or the same one to resume it)")
     try:
         result = run_distill(cfg, overwrite=overwrite_flag, log=lambda text: click.echo(text, err=True))
     except FileExistsError as exc:

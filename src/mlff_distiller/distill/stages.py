@@ -17,10 +17,12 @@ own there; each is safe to rerun after being killed (it resumes or starts over, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -286,15 +288,41 @@ def stage_train(ctx: Context) -> list[Path]:
     ctx.log(("resuming" if resume else "training") + f" the {cfg.model} student for up to {cfg.train_minutes:g} min")
     options = dict(cfg.train_options)
     options.setdefault("progress_bar", cfg.progress)
-    result = train(
+    with _quiet_training():
+        result = _train(train, cfg, run, resume, options)
+    if result.student is None:
+        raise RuntimeError(f"training in {run.train} produced no student (no checkpoint was written)")
+    val = result.best_metrics.get("val_forces_mae")
+    ctx.log(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s; best epoch {result.best_epoch}"
+            + (f", validation force MAE {val:.1f} meV/Å" if val is not None else ""))
+    return [Path(result.student)]
+
+
+@contextlib.contextmanager
+def _quiet_training():
+    """Lightning's INFO banners (accelerator, tips) off, and the statistics warning that one molecule
+    (one stoichiometry) cannot determine per-element E0s — expected in a single-molecule distillation —
+    left out; every other warning still shows."""
+    import logging
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*reference energies are under-determined.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _train(train, cfg: DistillConfig, run: RunDir, resume: bool, options: dict):
+    return train(
         str(run.train_db), out_dir=str(run.train), model=cfg.model, val=str(run.val_db), epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, weights=dict(cfg.weights) or None, hvp_weight=cfg.hvp_weight,
         seed=cfg.seed, resume=resume, overwrite=not resume, cutoff=cfg.cutoff, model_options=dict(cfg.model_options),
         dtype=cfg.dtype, max_time=60.0 * cfg.train_minutes, num_threads=cfg.threads, **options,
     )
-    if result.student is None:
-        raise RuntimeError(f"training in {run.train} produced no student (no checkpoint was written)")
-    return [Path(result.student)]
 
 
 # -- export --------------------------------------------------------------------------------------------
