@@ -36,11 +36,14 @@ class ErrorAccumulator:
         self.sums.zero_()
 
     def update(self, res: Mapping[str, torch.Tensor]) -> None:
+        """Add residuals (``losses.residuals``); the sums stay on the residuals' device (no sync)."""
         for name, r in res.items():
             r = r.detach().to(torch.float64).reshape(-1)
+            if self.sums.device != r.device:
+                self.sums = self.sums.to(r.device)
             k = _ORDER.index(name)
-            self.sums[k, 0] += r.abs().sum().cpu()
-            self.sums[k, 1] += (r * r).sum().cpu()
+            self.sums[k, 0] += r.abs().sum()
+            self.sums[k, 1] += (r * r).sum()
             self.sums[k, 2] += r.numel()
 
     def results(
@@ -52,7 +55,7 @@ class ErrorAccumulator:
         rank; mean squares: mean squared residual per label in the label's units squared (for the
         validation loss).
         """
-        sums = self.sums if reduce is None else reduce(self.sums.clone())
+        sums = (self.sums if reduce is None else reduce(self.sums.clone())).cpu()
         errors: dict[str, float] = {}
         squares: dict[str, float] = {}
         for k, name in enumerate(_ORDER):
