@@ -9,8 +9,9 @@ seeded plan that depends only on (seed, epoch), so
 
 * a run is reproducible and a resumed run sees the same batches as an uninterrupted one;
 * W ranks x ``batch_size`` b see, step for step, the structures one process sees with
-  ``batch_size`` W·b (when the number of training structures is a multiple of W·b; otherwise the
-  last batches of an epoch are split differently).
+  ``batch_size`` W·b whenever the epoch's ceil(n_train / b) batches are a multiple of W (e.g. when
+  n_train is a multiple of W·b); otherwise the sampler splits its largest batches to give every
+  rank the same count and the last steps differ.
 """
 
 from __future__ import annotations
