@@ -62,13 +62,13 @@ def _finite(value: np.ndarray) -> Optional[str]:
 def _atomic_number(value: np.ndarray) -> Optional[str]:
     bad = (value < 1) | (value > 118)
     if bad.any():
-        return f"atomic number {value[bad].reshape(-1)[0]!r} outside 1..118"
+        return f"atomic number {int(value[bad].reshape(-1)[0])} outside 1..118"
     return None
 
 
 def _non_negative(value: np.ndarray) -> Optional[str]:
     if value.size and (value < 0).any():
-        return f"negative value {value[value < 0].reshape(-1)[0]!r}"
+        return f"negative value {value[value < 0].reshape(-1)[0].item()!r}"
     return None
 
 

@@ -123,6 +123,8 @@ def to_energy(value, *, path: str, index: int, key: str) -> np.ndarray:
         raise format_error(path, index, key, f"energy must be a scalar, got shape {arr.shape}")
     arr = arr.reshape(())
     if arr.dtype.kind in "iu":
+        if abs(int(arr)) > 2**53:  # float64 would round it silently
+            raise format_error(path, index, key, f"integer energy {int(arr)} is beyond 2**53: not exact as a float")
         arr = arr.astype(np.float64)
     return arr
 

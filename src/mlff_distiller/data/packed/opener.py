@@ -9,7 +9,9 @@ from typing import Union
 
 import numpy as np
 
+from ..errors import format_error
 from ..keys import DEFAULT_KEYS, KeyRegistry
+from ..readers.hdf5.layouts._h5 import RefusedInput, check_declared_size
 from .layout import FORMAT_ATTR, FORMAT_NAME, read_header
 from .store import PackedStore
 
@@ -42,6 +44,10 @@ def open_packed(path: PathLike, keys: KeyRegistry = DEFAULT_KEYS) -> PackedStore
         mapped, fallback = {}, {}
         for name in header["names"]:
             ds = f[name]
+            try:  # a forged shape without storage would be allocated as zeros below
+                check_declared_size(ds.id, name)
+            except RefusedInput as exc:
+                raise format_error(path, None, name, exc.problem) from None
             offset = ds.id.get_offset()
             if ds.size == 0:
                 mapped[name] = (None, ds.shape, ds.dtype)
@@ -66,6 +72,10 @@ def open_packed(path: PathLike, keys: KeyRegistry = DEFAULT_KEYS) -> PackedStore
     arrays = dict(fallback)
     for name, (offset, shape, dtype) in mapped.items():
         count = int(np.prod(shape))
+        if offset is not None and offset + count * np.dtype(dtype).itemsize > len(mm):
+            mm.close()
+            raise format_error(path, None, name, f"dataset of shape {list(shape)} extends beyond the end of the file "
+                                                 f"({len(mm)} bytes): the file is truncated or forged")
         if offset is None:
             arrays[name] = np.zeros(shape, dtype=dtype)
         else:

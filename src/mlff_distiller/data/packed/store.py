@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..keys import ATOM, DEFAULT_KEYS, LIST, Key, KeyRegistry
+from ..readers.checks import check_packed_batch, check_string_codes
 from ..structure import Structure
 from ..structure_batch import Column, StructureBatch
 from .layout import PRESENT
@@ -90,6 +91,8 @@ class PackedStore:
         self._present = {name: np.asarray(arrays[name + PRESENT], dtype=bool) for name in self.keys}
         #: (name, kind, carried by every structure?): the last needs no presence gather or zero-fill
         self._plan = [(name, key.kind, bool(self._present[name].all())) for name, key in self.keys.items()]
+        check_string_codes({name: arrays[name] for name, key in self.keys.items() if key.kind == LIST},
+                           self.strings, path=path)
         self.has_edges = "edge_index" in arrays
         self.edge_offsets = np.asarray(arrays["edge_offsets"]) if self.has_edges else None
         exact = arrays.get("edge_exact32")
@@ -182,6 +185,14 @@ class PackedStore:
             batch.edges_cutoff = self.cutoff
             if self.edge_exact32 is not None:
                 batch.edges_exact = self.edge_exact32.take(idx)
+        # impossible values (NaN positions, Z <= 0, an edge index outside its structure) are
+        # refused here, whoever wrote the file (readers/checks.py; proportional to what was read)
+        check_packed_batch(
+            {name: c.values for name, c in columns.items() if c.kind != LIST}, natoms, idx, path=self.path,
+            present={name: c.present for name, c in columns.items() if c.present is not None},
+            edge_index=batch.stored_edges[0] if self.has_edges else None,
+            num_edges=batch.num_edges if self.has_edges else None, registry=self.key_registry,
+        )
         return batch
 
     def _arange(self, n: int) -> np.ndarray:

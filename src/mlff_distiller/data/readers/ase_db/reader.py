@@ -29,6 +29,7 @@ from ...keys import STRUCTURE_EXTRAS
 from ...labels import finalize_labels, find_extras
 from ...structure import LABEL_NAMES, Structure
 from ..base import Reader
+from ..checks import check_structure
 from .connection import DbHandle, DbLocation, is_url, mask_password, secret_parts
 from .rows import CALC_COLUMNS, RawRow, decode_data_value, raw_from_atomsrow, raw_from_tuple
 from .units import read_db_units
@@ -224,8 +225,9 @@ class AseDbReader(Reader):
             )
         except DataFormatError as exc:
             raise DataFormatError(f"{exc} (row id {raw.row_id})") from None
-        return Structure(positions=positions, numbers=raw.numbers, cell=cell, pbc=raw.pbc,
-                         energy=energy, forces=forces, stress=stress, extras=extras)
+        structure = Structure(positions=positions, numbers=raw.numbers, cell=cell, pbc=raw.pbc,
+                              energy=energy, forces=forces, stress=stress, extras=extras)
+        return check_structure(structure, path=self.display_path, index=index, names={"numbers": "numbers"})
 
     # -- the interface ----------------------------------------------------------------
     def __len__(self) -> int:

@@ -48,6 +48,7 @@ from ...keys import ATOM, STRUCTURE_EXTRAS
 from ...labels import finalize_labels, find_extras
 from ...structure import Structure
 from ..base import Reader
+from ..checks import check_structure
 from ..files import check_regular_file
 from .comment import SPECIAL_3_3_KEYS, is_numeric, parse_comment, split_comment, stress_value
 from .frame import Frame, column_layout, parse_frame
@@ -121,7 +122,7 @@ class XyzReader(Reader):
             index=i,
         )
         energy, forces, stress = convert_units(self.path, i, frame.info, energy, forces, stress)
-        return Structure(
+        structure = Structure(
             positions=positions,
             numbers=frame.numbers(),
             cell=cell,
@@ -131,6 +132,7 @@ class XyzReader(Reader):
             stress=stress,
             extras=self._extras(frame),
         )
+        return check_structure(structure, path=self.path, index=i, names=_FIELD_NAMES)
 
     def _extras(self, frame: Frame) -> dict:
         """The frame's extras of CONTRACTS.md section 3 (``energies``/``hvp`` columns, provenance in
@@ -214,6 +216,10 @@ class XyzReader(Reader):
 def _has_value(comment: str, key: str) -> bool:
     """Whether ``key`` is written ``key=...`` in the comment line (not a bare word)."""
     return re.search(rf"(?:^|\s){re.escape(key)}\s*=", comment) is not None
+
+
+#: Structure fields -> the names an extended XYZ file gives them (for messages)
+_FIELD_NAMES = {"positions": "pos", "numbers": "species", "cell": "Lattice"}
 
 
 def _all_nan(value: Any) -> bool:

@@ -23,6 +23,7 @@ from ....errors import DataFormatError, format_error
 from ....labels import LabelKeys, finalize_labels
 from ....structure import Structure
 from ....units import Conversion, UnitError, conversion
+from ...checks import check_structure
 from ._h5 import DtypeCache, LinkPolicy, as_text, natural_sorted
 from .forced import not_this_layout
 
@@ -256,15 +257,6 @@ class Layout(ABC):
             )
         if positions.shape != (n, 3):
             raise format_error(path, index, pos_key, f"positions have shape {positions.shape}, expected ({n}, 3)")
-        if not np.all(np.isfinite(positions)):
-            raise format_error(path, index, pos_key, "positions contain NaN or inf")
-        if numbers.dtype.kind not in "iu":
-            raise format_error(path, index, keys.get("numbers", "species"), f"species must be integers, got {numbers.dtype}")
-        if n and (numbers.min() < 1 or numbers.max() > 118):
-            bad = numbers[(numbers < 1) | (numbers > 118)]
-            raise format_error(
-                path, index, keys.get("numbers", "species"), f"atomic numbers must be 1..118, got {bad[:5].tolist()}"
-            )
         if cell is None:
             cell = np.zeros((3, 3), dtype=np.float64)
         elif cell.shape != (3, 3):
@@ -272,8 +264,8 @@ class Layout(ABC):
                 cell = cell.reshape(3, 3)
             else:
                 raise format_error(path, index, keys.get("cell", "cell"), f"cell must be 3x3, got shape {cell.shape}")
-        if cell.dtype.kind not in "fiu" or not np.all(np.isfinite(cell)):
-            raise format_error(path, index, keys.get("cell", "cell"), "cell must be finite numbers")
+        if cell.dtype.kind not in "fiu":
+            raise format_error(path, index, keys.get("cell", "cell"), f"cell must be numbers, got {cell.dtype}")
         if pbc is None:
             pbc = np.zeros(3, dtype=bool)
         else:
@@ -295,9 +287,12 @@ class Layout(ABC):
             if self._wants_nan_hint(exc, raw, label_keys):
                 raise DataFormatError(f"{exc}: {NAN_HINT}") from None
             raise
-        return Structure(
+        structure = Structure(
             positions=positions, numbers=numbers, cell=cell, pbc=pbc, energy=energy, forces=forces, stress=stress
         )
+        names = {"positions": pos_key, "numbers": keys.get("numbers", "species"), "cell": keys.get("cell", "cell"),
+                 "pbc": keys.get("pbc", "pbc"), **label_keys}
+        return check_structure(structure, path=path, index=index, names=names)  # the readers' one value check
 
     def _wants_nan_hint(self, exc: DataFormatError, raw: dict, label_keys: dict[str, str]) -> bool:
         """Whether ``exc`` is about a label that is entirely NaN in a layout that writes NaN for
