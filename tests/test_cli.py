@@ -344,7 +344,7 @@ def test_usage_error_in_a_subprocess():
 
 def test_validate_reader_refuses_bad_settings(pipeline):
     from mlff_distiller.data.readers import open_reader
-    from mlff_distiller.validate import validate_reader
+    from mlff_distiller.data.validate import validate_reader
 
     reader = open_reader(pipeline["gen"])
     with pytest.raises(ValueError, match="decimals"):
@@ -355,7 +355,7 @@ def test_validate_reader_refuses_bad_settings(pipeline):
 
 def test_bench_on_an_empty_file(tmp_path):
     from mlff_distiller.data.readers import open_reader
-    from mlff_distiller.throughput import time_reader
+    from mlff_distiller.data.throughput import time_reader
 
     empty = tmp_path / "empty.xyz"
     empty.write_text("")

@@ -260,3 +260,61 @@ def test_periodic_axis_without_a_cell_vector_names_the_structure(tmp_path):
     ds = MolecularDataset(tmp_path / "bad.h5", format="packed")
     with pytest.raises(ValueError, match=r"structure 1: pbc is True along axis \[2\]"):
         ds.__getitems__([0, 1]).collate(False, cutoff=3.0)
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_graph_edges_are_offset_to_their_structure(files, tmp_path, stored):
+    """Every edge of a graph batch joins two atoms of one structure, and minus that structure's first
+    atom it is the structure's own neighbor list (ASE's), for edges computed on the fly and stored ones."""
+    from ase.neighborlist import neighbor_list
+
+    cutoff = 3.5
+    path = tmp_path / "nl.h5"
+    pack(files["ase"], path, cutoff=cutoff if stored else None)
+    ds = MolecularDataset(path, format="packed", dtype=torch.float64)
+    idx = [9, 2, 11, 2, 0]  # shuffled, with a repeat
+    batch = ds.__getitems__(idx).collate(False, cutoff=cutoff)
+    i, j = batch["edge_index"]
+    assert torch.equal(batch["batch"][i], batch["batch"][j])
+    for b, k in enumerate(idx):
+        mine = batch["batch"][i] == b
+        local = batch["edge_index"][:, mine] - batch["ptr"][b]
+        atoms = ds.get_atoms(k)
+        ri, rj, rs = neighbor_list("ijS", atoms, cutoff)
+        expected = sorted(zip(ri.tolist(), rj.tolist(), map(tuple, rs.tolist())))
+        got = sorted(zip(local[0].tolist(), local[1].tolist(), map(tuple, batch["shifts"][mine].tolist())))
+        assert got == expected, (b, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_batch_whatever_the_path(files, dtype):
+    """Transform or not, workers or not, stored lists or computed: the same values give the same batch
+    (the one collate implementation; edges from the values the batch holds)."""
+    cutoff = 4.0
+    kwargs = dict(batch_size=5, shuffle=True, seed=11, use_padding=False, cutoff=cutoff, pin_memory=False)
+    reference = None
+    for transform in (None, lambda sample: sample):
+        for workers in (0, 2):
+            ds = MolecularDataset(files["gaps"], format="packed", dtype=dtype, transform=transform)
+            batches = list(MolecularDataLoader(ds, num_workers=workers, **kwargs))
+            if reference is None:
+                reference = batches
+                continue
+            for a, b in zip(reference, batches):
+                assert_batches_equal(b, a, f"transform={transform is not None} workers={workers}")
+
+
+def test_seeded_random_transforms_in_workers_are_reproducible_and_leave_the_global_rng(files):
+    from mlff_distiller.data import RandomRotation
+
+    ds = MolecularDataset(files["gaps"], format="packed", transform=RandomRotation(p=1.0))
+    kwargs = dict(batch_size=5, shuffle=True, seed=2, num_workers=2, pin_memory=False)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = [b["positions"] for b in MolecularDataLoader(ds, **kwargs)]
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)  # another global state: same rotations
+    again = [b["positions"] for b in MolecularDataLoader(ds, **kwargs)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    plain = [b["positions"] for b in MolecularDataLoader(MolecularDataset(files["gaps"], format="packed"), **kwargs)]
+    assert not any(torch.equal(a, b) for a, b in zip(first, plain) if a.numel() > 3)

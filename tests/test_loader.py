@@ -352,3 +352,61 @@ def test_loader_seed_leaves_the_global_rng_to_the_user(data_files):
     next(iterator)
     assert torch.equal(torch.rand(24), expected)
     assert len(iterator) == 3
+
+
+# --------------------------------------------------------------------------- issue 17, faults 1 and 3
+def test_two_loaders_on_one_dataset_keep_their_own_options(db_dataset):
+    """Fault 1: a loader's return_atoms lives in its collate function; starting another loader on the
+    same dataset does not take the atoms out of the first loader's batches."""
+    with_atoms = MolecularDataLoader(db_dataset, batch_size=4, return_atoms=True)
+    without = MolecularDataLoader(db_dataset, batch_size=4)
+    iterator = iter(with_atoms)
+    first = next(iterator)
+    plain = next(iter(without))  # the second loader starts on the same dataset
+    second = next(iterator)
+    assert len(first["atoms"]) == 4 and len(second["atoms"]) == 4
+    assert "atoms" not in plain and "atoms" not in next(iter(without))
+    assert second["atoms"][0].get_potential_energy() == db_dataset.get_atoms(4).get_potential_energy()
+    assert not hasattr(db_dataset, "atoms_in_batches")
+
+
+def _pair_just_inside(cutoff: float):
+    """Two atoms 1e-7 Å inside ``cutoff`` in float64 whose float32 distance rounds onto the cutoff,
+    in a periodic cell (so several images are near the cutoff too), and a plain molecule."""
+    from mlff_distiller.data.structure import Structure
+
+    d = cutoff - 1e-7
+    assert np.float32(d) >= np.float32(cutoff)  # float32 rounding moves the pair onto the cutoff
+    pair = Structure(positions=np.array([[0.0, 0.0, 0.0], [d, 0.0, 0.0]]), numbers=np.array([1, 1]),
+                     cell=np.diag([2 * d, 20.0, 20.0]), pbc=np.array([True, False, False]), energy=np.array(0.0))
+    water = Structure(positions=np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]),
+                      numbers=np.array([8, 1, 1]), cell=np.zeros((3, 3)), pbc=np.zeros(3, bool), energy=np.array(1.0))
+    return [pair, water]
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_edges_come_from_the_values_a_batch_holds(tmp_path, stored):
+    """Fault 3: with cutoff=, a float32 batch gets the edges of its float32 positions whichever way
+    it was built (no transform, an identity transform, stored lists, batch_neighbors afterwards)."""
+    from mlff_distiller.data.neighbors import batch_neighbors
+    from mlff_distiller.data.packed import write_packed
+
+    cutoff = 3.0
+    path = tmp_path / "pair.h5"
+    write_packed(path, _pair_just_inside(cutoff), cutoff=cutoff if stored else None)
+    batches = {}
+    for dtype in (torch.float32, torch.float64):
+        for name, transform in (("plain", None), ("identity", lambda sample: sample)):
+            ds = MolecularDataset(path, format="packed", dtype=dtype, transform=transform)
+            loader = MolecularDataLoader(ds, batch_size=2, use_padding=False, cutoff=cutoff)
+            batch = next(iter(loader))
+            again = batch_neighbors(batch, cutoff)
+            assert torch.equal(batch["edge_index"], again["edge_index"]), (dtype, name)
+            assert torch.equal(batch["shifts"], again["shifts"]), (dtype, name)
+            batches[dtype, name] = batch
+    for dtype in (torch.float32, torch.float64):
+        a, b = batches[dtype, "plain"], batches[dtype, "identity"]
+        assert torch.equal(a["edge_index"], b["edge_index"]) and torch.equal(a["shifts"], b["shifts"])
+    pair_edges = lambda batch: int((batch["edge_index"][0] < 2).sum())  # noqa: E731  (edges of structure 0)
+    assert pair_edges(batches[torch.float64, "plain"]) > 0  # the float64 pair is inside the cutoff
+    assert pair_edges(batches[torch.float32, "plain"]) == 0  # its float32 copy is not

@@ -224,7 +224,8 @@ def test_read_batch_keeps_order_and_repeats(data_files, tmp_path):
     with pytest.raises(IndexError, match="out of range"):
         r.read_batch([0, len(r)])
     with pytest.raises(IndexError, match="out of range"):
-        r.read_batch([-1])
+        r.read_batch([-len(r) - 1])
+    assert r.read_batch([-1]).indices.tolist() == [len(r) - 1]  # negative indices count from the end
 
 
 def test_reader_pickles_without_its_map(data_files, tmp_path):
@@ -353,7 +354,6 @@ def test_memory_stays_flat_while_iterating_a_large_file(tmp_path):
     for start in range(0, n, 50_000):
         natoms = rng.integers(4, 12, size=50_000)
         t = int(natoms.sum())
-        ones = np.ones(50_000, bool)
         builder.add_batch(arrays_batch(
             natoms, rng.random((t, 3)), rng.integers(1, 80, t), np.zeros((50_000, 3, 3)), np.zeros((50_000, 3), bool),
             energy=Column(rng.normal(size=50_000)), forces=Column(rng.normal(size=(t, 3)), kind="atom"),

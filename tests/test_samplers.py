@@ -160,3 +160,30 @@ def test_bad_arguments_are_rejected():
             AtomBudgetBatchSampler([1, 2], budget)
     with pytest.raises(ValueError, match="oversized"):
         AtomBudgetBatchSampler([1, 2], 10, oversized="skip")
+
+
+def test_padded_shuffle_sorts_by_size_within_buckets_of_the_shuffled_order_only():
+    """The bucketing is pinned: batches are runs of the shuffled order sorted by size within buckets,
+    so a batch takes its structures from one bucket (or two neighbouring ones where a batch straddles a
+    bucket boundary); sorting the whole epoch would mix buckets and give the same batches every epoch."""
+    natoms = np.random.default_rng(3).integers(5, 200, size=2000)
+    sampler = AtomBudgetBatchSampler(natoms, 2000, padded=True, shuffle=True, seed=4, bucket_size=100)
+    assert sampler.bucket_size == 100
+    for epoch in (0, 1):
+        position = np.empty(len(natoms), dtype=np.int64)
+        position[sampler.order(epoch)] = np.arange(len(natoms))
+        batches = sampler.batches(epoch)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(natoms)))
+        for batch in batches:
+            buckets = np.unique(position[batch] // 100)
+            assert len(buckets) <= 2 and (len(buckets) == 1 or buckets[1] == buckets[0] + 1), buckets
+            # within a bucket the structures come in increasing size
+            for bucket in buckets:
+                inside = batch[position[batch] // 100 == bucket]
+                assert (np.diff(natoms[inside]) >= 0).all()
+    padding = sum(len(b) * natoms[b].max() - natoms[b].sum() for b in sampler.batches(0))
+    unsorted = AtomBudgetBatchSampler(natoms, 2000, padded=True, shuffle=True, seed=4, bucket_size=1)
+    assert padding < 0.5 * sum(len(b) * natoms[b].max() - natoms[b].sum() for b in unsorted.batches(0))
+    # the batch order is shuffled too (sorted buckets must not come out smallest first)
+    means = [natoms[b].mean() for b in sampler.batches(0)]
+    assert not (np.diff(means) >= 0).all()

@@ -40,7 +40,7 @@ def bench(
     """Loader throughput (samples/s, atoms/s) on PATH for padded and graph batching and worker counts."""
     require_input(paths)
     from ..data.dataset import MolecularDataset
-    from ..throughput import throughput_table, time_loader, time_reader
+    from ..data.throughput import throughput_table, time_loader, time_reader
 
     try:
         worker_counts = [int(w) for w in parse_list(workers)]

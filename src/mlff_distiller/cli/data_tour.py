@@ -54,8 +54,8 @@ def run_demo(
     from ..data.stats import compute_statistics
     from ..data.writers import structure_difference, write_structures
     from ..generate import iter_dataset
-    from ..throughput import throughput_table, time_loader
-    from ..validate import validate_reader
+    from ..data.throughput import throughput_table, time_loader
+    from ..data.validate import validate_reader
 
     console = console or Console(highlight=False)
     t_start = time.perf_counter()

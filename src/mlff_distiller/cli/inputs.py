@@ -69,8 +69,9 @@ def format_of(path: Path, fmt: Optional[str]) -> str:
     return normalize_format(fmt) if fmt else guess_format(path)
 
 
-def scan(reader, chunk: int = 256) -> Iterator:
-    """Every structure of ``reader`` in order, read ``chunk`` at a time."""
-    n = len(reader)
-    for start in range(0, n, chunk):
-        yield from reader.read_many(range(start, min(start + chunk, n)))
+def scan(reader) -> Iterator:
+    """Every structure of ``reader`` in order, read in chunks (``data.readers.base.scan``)."""
+    from ..data.readers.base import scan as scan_chunks
+
+    for structures in scan_chunks(reader.read_many, range(len(reader))):
+        yield from structures

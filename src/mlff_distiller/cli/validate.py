@@ -48,7 +48,7 @@ def validate(
     Reports unreadable structures, NaN/inf, shape mismatches, invalid atomic numbers, overlapping
     atoms, duplicate structures and labels some structures carry and others lack — with indices.
     """
-    from ..validate import validate_reader
+    from ..data.validate import validate_reader
 
     require_input(paths)
     reader = open_input(paths, fmt, keys_from(energy_key, forces_key, stress_key))

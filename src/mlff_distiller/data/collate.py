@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from .keys import ATOM, DEFAULT_KEYS, EDGE, LIST, KeyRegistry, registry_of
-from .structure_batch import Column, StructureBatch
+from .structure_batch import StructureBatch
 from .transfer import encode_batch
 
 __all__ = [
@@ -72,48 +72,29 @@ class _Aranges:
 arange = _Aranges()
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor sharing ``array``'s memory when it is writeable and contiguous, else of a copy."""
-    if not array.flags.c_contiguous or not array.flags.writeable:
+def _tensor(array: np.ndarray, cast: Optional[torch.dtype] = None, view: Optional[torch.dtype] = None) -> torch.Tensor:
+    """A tensor sharing ``array``'s memory when it is writeable and contiguous (else of a copy),
+    reinterpreted as ``view`` (bfloat16 bits) and converted by torch to ``cast`` when given."""
+    flags = array.flags
+    if not (flags.c_contiguous and flags.writeable):
         array = np.array(array, order="C")
-    return torch.from_numpy(array)
+    out = torch.from_numpy(array)
+    if view is not None:
+        out = out.view(view)
+    return out if cast is None else out.to(cast)
 
 
-def _typed(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
-    if array.dtype != np_dtype:
-        array = array.astype(np_dtype)
-    return _tensor(array)
+def _pad(values: np.ndarray, rows: np.ndarray, b: int, m: int, cast, view, np_dtype=None) -> torch.Tensor:
+    """Zeros [B, M, ...] with ``values`` [T, ...] (converted to ``np_dtype`` when given) placed at
+    flat rows ``rows`` of [B * M].
 
-
-def _values(column: Column, dtype: Optional[torch.dtype], is_float: bool) -> torch.Tensor:
-    """The column's values as a tensor; floats in ``dtype`` (None: as they are)."""
-    values = column.values
-    if column.torch_dtype is not None:
-        out = _tensor(values).view(column.torch_dtype)
-        return out if dtype is None or not is_float else out.to(dtype)
-    if dtype is None or not is_float:
-        return _tensor(values)
-    np_dtype = _NUMPY_FLOAT.get(dtype)
-    if np_dtype is None:
-        return _tensor(values).to(dtype)
-    return _typed(values, np_dtype)
-
-
-def _scatter(values: torch.Tensor, rows: np.ndarray, b: int, m: int) -> torch.Tensor:
-    """Zeros [B, M, ...] with ``values`` [T, ...] placed at flat rows ``rows`` of [B * M]."""
-    shape = (b, m) + tuple(values.shape[1:])
-    if values.dtype in (torch.float16, torch.bfloat16) or values.dtype not in _TORCH_TO_NUMPY:
-        out = torch.zeros(shape, dtype=values.dtype)
-        out.view((b * m,) + shape[2:])[torch.from_numpy(rows)] = values
-        return out
-    array = values.numpy()
-    out = np.zeros(shape, dtype=array.dtype)
-    out.reshape((b * m,) + shape[2:])[rows] = array
-    return torch.from_numpy(out)
-
-
-_TORCH_TO_NUMPY = {torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8,
-                   torch.uint8, torch.bool}
+    The padded tensor comes from torch's allocator and is filled with one ``index_copy_``: with
+    numpy's, consecutive batches kept alive by a training loop made glibc hand out fresh pages
+    (measured: ~30 page faults, +50 µs per padded batch), depending on the allocation history."""
+    flat = _tensor(values if np_dtype is None else values.astype(np_dtype), cast, view)
+    out = torch.zeros((b, m) + tuple(flat.shape[1:]), dtype=flat.dtype)
+    out.view((b * m,) + tuple(flat.shape[1:])).index_copy_(0, torch.from_numpy(rows), flat)
+    return out
 
 
 # ----------------------------------------------------------------------------- the one implementation
@@ -126,12 +107,14 @@ def collate_columns(
     """The padded (``use_padding``) or graph batch dict of ``batch``'s columns.
 
     dtype: float dtype of float keys (declared ``dtype='float'``, and undeclared floating
-    columns); None keeps the columns' own dtypes. Integer and bool keys keep theirs.
+    columns); None keeps the columns' own dtypes. Integer and bool keys keep theirs. Float32 and
+    float64 conversions run in numpy (exactly as torch rounds); float16/bfloat16 in torch.
     """
     n = len(batch)
     natoms = batch.natoms
     ptr = batch.ptr
     total = int(ptr[-1]) if n else 0
+    np_float = None if dtype is None else _NUMPY_FLOAT.get(dtype)
     out: dict[str, Any] = {}
     rows = None
     m = 0
@@ -140,26 +123,38 @@ def collate_columns(
         # flat row of each atom in the [B * M] padded layout
         rows = (arange(n) * m - ptr[:-1]).repeat(natoms)
         rows += arange(total)
-    labels = keys.labels
+    labels = keys.label_set
+    get = keys.get
     for name, column in batch.columns.items():
-        key = keys.get(name)
         kind = column.kind
+        values = column.values
         if kind == LIST:
-            out[name] = list(column.values)
+            out[name] = list(values)
         else:
-            is_float = key.dtype == "float" if key is not None else column.values.dtype.kind == "f"
-            values = _values(column, dtype, is_float)
-            if kind == ATOM:
-                out[name] = _scatter(values, rows, n, m) if use_padding else values
+            cast = convert = None
+            if dtype is not None:
+                key = get(name)
+                if key.dtype == "float" if key is not None else values.dtype.kind == "f":
+                    if np_float is None or column.torch_dtype is not None:
+                        cast = dtype
+                    elif values.dtype != np_float:
+                        convert = np_float
+            if kind == ATOM and use_padding:
+                out[name] = _pad(values, rows, n, m, cast, column.torch_dtype, convert)
+                values = None
+            elif convert is not None:
+                values = values.astype(convert)
+            if values is None:
+                pass
             elif kind == EDGE:
                 if use_padding:
                     raise ValueError(PADDED_EDGE_ERROR.format(key=name))
+                key = get(name)
                 if key is not None and key.atom_index:
-                    offsets = ptr[:-1].repeat(batch.num_edges)
-                    values = torch.from_numpy(np.add(column.values, offsets, dtype=np.int64))
-                out[name] = values
+                    values = np.add(values, ptr[:-1].repeat(batch.num_edges), dtype=np.int64)
+                out[name] = _tensor(values, cast, column.torch_dtype)
             else:
-                out[name] = values
+                out[name] = _tensor(values, cast, column.torch_dtype)
         if column.present is not None:
             out[f"{name}_mask"] = torch.from_numpy(np.array(column.present, dtype=bool))
         elif name in labels:
@@ -169,11 +164,11 @@ def collate_columns(
                 out["mask"] = torch.from_numpy(arange(m) < natoms[:, None])
             else:
                 out["batch"] = torch.from_numpy(arange(n).repeat(natoms))
-                out["ptr"] = torch.from_numpy(np.array(ptr, dtype=np.int64))
+                out["ptr"] = _tensor(np.asarray(ptr, dtype=np.int64))
     if "natoms" not in out:
-        out["natoms"] = _typed(natoms, _INT64)
+        out["natoms"] = _tensor(np.asarray(natoms, dtype=np.int64))
     if "idx" not in out and batch.indices is not None and "idx" not in batch.columns:
-        out["idx"] = _typed(batch.indices, _INT64)
+        out["idx"] = _tensor(np.asarray(batch.indices, dtype=np.int64))
     if use_padding:
         out["max_atoms"] = m
     else:

@@ -17,17 +17,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .indices import check_index, check_indices
 from .keys import Key, KeyRegistry
 from .packed.store import PackedStore
 from .packed.writer import build_store
-from .readers import check_format_matches, guess_format, normalize_format, open_reader
+from .readers import check_format_matches, guess_format, guess_or_ase, normalize_format, open_reader
 from .readers.ase_db.connection import mask_password
 from .readers.base import Reader, check_configured_keys, scan
 from .readers.multi import is_many, open_many
 from .samples import SampleList, SampleSpec, make_sample
+from .atoms import full_atoms
+from .labels import inspect_labels, used_keys
 from .stats import compute_statistics
 from .structure import Structure, structure_to_atoms
-from .structure_batch import StructureBatch
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,7 +45,8 @@ class MolecularDataset(Dataset):
 
     Args:
         data_path: file (or database URL) to read.
-        format: 'ase', 'xyz', 'hdf5' or 'packed' (``None``/'auto': guess from the suffix).
+        format: 'ase', 'xyz', 'hdf5' or 'packed' (``None``/'auto': guess from the suffix, an
+            ASE database when the suffix says nothing).
         cache: keep every structure's arrays in memory after one read of the file.
         transform: callable applied to each sample dict (e.g. ``Compose([...])``).
         return_atoms: put an ``ase.Atoms`` (labels in its calculator) in ``dataset[i]``.
@@ -52,13 +55,21 @@ class MolecularDataset(Dataset):
         extra_keys: declarations (``keys.Key``) of keys beyond the built-in ones that samples
             carry (from the file, or added by a transform); they travel with the dataset into
             DataLoader workers. ``dataset.key_registry`` holds every declaration.
-        reader_options: format-specific options (e.g. ``layout=`` for HDF5).
+        properties: extra properties to read (``data.properties``): names (``["charges",
+            "dipole", "total_charge", "spin"]``) or a dict name -> key in the file.
+        reader_options: ``energy_unit``/``forces_unit``/``stress_unit``/``length_unit`` (every
+            format), ``select=`` (ASE db query), ``layout=``/``nan_as_missing=`` (HDF5)...; an
+            option the format does not take is a TypeError listing those it does.
+
+    ``dataset.label_keys`` says which key each label and property was read from, ``units`` the
+    conversions applied; a file whose default keys find no label but that holds likely
+    candidates (``dft_energy``...) gives a ``labels.LabelWarning`` naming them.
     """
 
     def __init__(
         self,
         data_path: PathLike,
-        format: Optional[str] = "ase",
+        format: Optional[str] = None,
         cache: bool = False,
         transform: Optional[Callable[[dict], dict]] = None,
         return_atoms: bool = True,
@@ -72,6 +83,8 @@ class MolecularDataset(Dataset):
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
         keys = dict(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        if reader_options.get("properties") is not None:  # undeclared properties need the declarations
+            keys["extra_keys"] = extra_keys
         if is_many(data_path):  # a list of files or a glob: one dataset with global indices
             many = isinstance(data_path, (list, tuple))
             #: the file(s) read, database passwords replaced by *** (loggers record this attribute)
@@ -82,7 +95,7 @@ class MolecularDataset(Dataset):
             path = os.fspath(data_path)
             if not _is_url(path) and not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such file")
-            fmt = normalize_format(format) if format not in (None, "auto") else guess_format(path)
+            fmt = normalize_format(format) if format not in (None, "auto") else guess_or_ase(path)
             if not _is_url(path):
                 check_format_matches(path, fmt)
             self.data_path = mask_password(path)
@@ -96,6 +109,8 @@ class MolecularDataset(Dataset):
         self.reader.key_registry = self.key_registry
         self._len = len(self.reader)
         check_configured_keys(self.reader)
+        #: what the label keys found in the first structures (``labels.inspect_labels``; warns)
+        self.label_report = inspect_labels(self.reader)
         #: ``cache=True``: every structure in RAM as packed arrays (one pass over the file)
         self._cache: Optional[PackedStore] = None
         if cache:
@@ -105,6 +120,11 @@ class MolecularDataset(Dataset):
     @property
     def cache(self) -> bool:
         return self._cache is not None
+
+    @property
+    def label_keys(self) -> dict:
+        """label/property -> the key in the file it is read from (``{'energy': 'REF_energy'}``)."""
+        return {**self.label_report.keys, **used_keys(self.reader)}
 
     @property
     def units(self) -> dict:
@@ -119,23 +139,18 @@ class MolecularDataset(Dataset):
     @property
     def spec(self) -> SampleSpec:
         """What turns this dataset's structures into samples (dtype, transform, keys)."""
-        return SampleSpec(self.dtype, self.transform, self.key_registry)
+        spec = self.__dict__.get("_spec")
+        if spec is None or spec.dtype is not self.dtype or spec.transform is not self.transform \
+                or spec.keys is not self.key_registry:
+            spec = self._spec = SampleSpec(self.dtype, self.transform, self.key_registry)
+        return spec
 
     def natoms_array(self) -> np.ndarray:
         """[S] int64 atom count of every structure, read without loading the structures."""
         return self.reader.natoms_array()
 
     def _normalize_index(self, index) -> int:
-        if isinstance(index, torch.Tensor):
-            index = index.item()
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"dataset index must be an integer, got {type(index).__name__}")
-        i = int(index)
-        if i < 0:
-            i += self._len
-        if not 0 <= i < self._len:
-            raise IndexError(f"index {index} out of range for a dataset of {self._len} structures")
-        return i
+        return check_index(index, self._len, self.reader.display_path)
 
     @property
     def _source(self):
@@ -159,30 +174,18 @@ class MolecularDataset(Dataset):
         return self._len
 
     def to_sample(self, structure: Structure, index: int, with_atoms: bool) -> dict:
-        """The sample dict of ``structure`` (fresh tensors: transforms may change them freely)."""
-        return make_sample(structure, index, self.spec, with_atoms=with_atoms)
+        """The sample dict of ``structure`` (fresh tensors: transforms may change them freely);
+        ``atoms`` keeps what the file holds (``data.atoms.full_atoms``)."""
+        atoms = full_atoms(structure, self.reader, index, self.key_registry) if with_atoms else None
+        return make_sample(structure, index, self.spec, with_atoms=with_atoms, atoms=atoms)
 
     def __getitem__(self, index) -> dict:
         i = self._normalize_index(index)
         return self.to_sample(self.get_structure(i), i, self.return_atoms)
 
     def _normalize_indices(self, indices: Sequence[int]) -> np.ndarray:
-        """[B] int64 indices in range (negative ones wrapped), vectorised; errors as ``_normalize_index``."""
-        if isinstance(indices, torch.Tensor):
-            indices = indices.detach().cpu().numpy()
-        arr = np.asarray(indices)
-        if arr.dtype.kind not in "iu":
-            if arr.size == 0:
-                return np.zeros(0, dtype=np.int64)
-            return np.array([self._normalize_index(i) for i in indices], dtype=np.int64)
-        arr = arr.astype(np.int64, copy=False).reshape(-1)
-        if arr.size and (arr.min() < 0 or arr.max() >= self._len):
-            wrapped = np.where(arr < 0, arr + self._len, arr)
-            bad = (wrapped < 0) | (wrapped >= self._len)
-            if bad.any():
-                raise IndexError(f"index {int(arr[bad][0])} out of range for a dataset of {self._len} structures")
-            return wrapped
-        return arr
+        """[B] int64 indices in range (negative ones wrapped), vectorised."""
+        return check_indices(indices, self._len, self.reader.display_path)
 
     def __getitems__(self, indices: Sequence[int]) -> SampleList:
         """The samples of a batch of indices (torch's DataLoader calls this for batched fetching).
@@ -192,30 +195,25 @@ class MolecularDataset(Dataset):
         (with or without ``atoms``, transformed or not, as the loader asks), any other collate
         function indexes it and gets the usual sample dicts (without ``atoms``).
         """
-        if type(indices) is list:  # what DataLoader passes: one conversion, one range check
-            idx = np.array(indices)
-            if idx.dtype is not _INT64 or not idx.shape[0] or idx.view(np.uint64).max() >= self._len:
-                idx = self._normalize_indices(idx)
-        else:
-            idx = self._normalize_indices(indices)
-        source = self._source
-        read_batch = getattr(source, "read_batch", None)
-        if read_batch is not None:
-            batch = read_batch(idx, checked=True)
-        else:
-            batch = StructureBatch.from_structures(source.read_many(idx.tolist()), idx, self.key_registry,
-                                                   self.reader.display_path)
-        return SampleList(batch, self.spec)
+        idx = check_indices(indices, self._len, self.reader.display_path)
+        return SampleList(self._source.read_batch(idx, checked=True), self.spec)
 
     def get_atoms(self, index: int):
-        """``ase.Atoms`` of structure ``index``; its calculator returns the file's labels (eV, eV/Å)."""
-        return structure_to_atoms(self.get_structure(index), keys=self.key_registry)
+        """``ase.Atoms`` of structure ``index``: its calculator returns the dataset's labels (eV,
+        eV/Å) and it keeps the file's info, arrays, constraints and calculator results
+        (``data.atoms.full_atoms``)."""
+        i = self._normalize_index(index)
+        return full_atoms(self.get_structure(i), self.reader, i, self.key_registry)
 
-    def get_statistics(self, indices: Optional[Sequence[int]] = None) -> dict:
-        """Statistics of the raw labels (before transforms), see ``stats.compute_statistics``."""
+    def get_statistics(self, indices: Optional[Sequence[int]] = None, **options) -> dict:
+        """Statistics of the raw labels (before transforms), see ``stats.compute_statistics``
+        (``options``: ``reference_energies='fit' | 'isolated' | {Z: E0}``, ``exclude_isolated``,
+        ``isolated_config_types``, ``progress``)."""
         idx = range(self._len) if indices is None else [self._normalize_index(i) for i in indices]
-        stats = compute_statistics(self._scan(idx))
+        options.setdefault("total", len(idx))
+        stats = compute_statistics(self._scan(idx), **options)
         stats["units"] = self.units
+        stats["label_keys"] = self.label_keys
         return stats
 
     def __repr__(self) -> str:
@@ -227,25 +225,13 @@ class MolecularSubset(Dataset):
 
     def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
         self.dataset = dataset
-        self.indices = [int(i) for i in indices]
-        n = len(dataset)
-        bad = [i for i in self.indices if not -n <= i < n]
-        if bad:
-            raise IndexError(f"subset indices {bad[:5]} out of range for a dataset of {n} structures")
-        self.indices = [i % n for i in self.indices]
+        self.indices = check_indices(indices, len(dataset), "subset of a dataset").tolist()
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def _parent_index(self, index) -> int:
-        if isinstance(index, torch.Tensor):
-            index = index.item()
-        i = int(index)
-        if i < 0:
-            i += len(self.indices)
-        if not 0 <= i < len(self.indices):
-            raise IndexError(f"index {index} out of range for a subset of {len(self.indices)} structures")
-        return self.indices[i]
+        return self.indices[check_index(index, len(self.indices), "subset")]
 
     def __getitem__(self, index) -> dict:
         return self.dataset[self._parent_index(index)]
@@ -262,10 +248,10 @@ class MolecularSubset(Dataset):
     def get_atoms(self, index: int):
         return self.dataset.get_atoms(self._parent_index(index))
 
-    def get_statistics(self, indices: Optional[Sequence[int]] = None) -> dict:
+    def get_statistics(self, indices: Optional[Sequence[int]] = None, **options) -> dict:
         """Statistics over the subset's structures (or over ``indices`` of the subset)."""
         own = self.indices if indices is None else [self._parent_index(i) for i in indices]
-        return self.dataset.get_statistics(own)
+        return self.dataset.get_statistics(own, **options)
 
     def __getattr__(self, name: str):
         # transform, dtype, return_atoms, key_registry, metadata... come from the parent dataset

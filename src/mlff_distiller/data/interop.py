@@ -2,10 +2,12 @@
 
 ``to_pyg_batch`` turns our graph batch (a dict of tensors, see DESIGN.md) into a
 ``torch_geometric.data.Batch`` with PyG's usual names: ``positions`` -> ``pos`` and
-``species`` -> ``z`` (override with ``key_map``); every other key keeps its name. Per-structure
-tensors (``energy``, ``cell`` [B, 3, 3], ``stress``, ``natoms``, masks, ...) keep a leading B
-axis, per-edge tensors (``edge_index``, ``shifts``, ``edge_vectors``, ...) stay per edge, and PyG
-rebuilds ``batch`` and ``ptr`` (checked against ours), so ``Batch.to_data_list()`` and indexing work.
+``species`` -> ``z`` (override with ``key_map``); every other key keeps its name. Keys are split by
+their kind in the key registry (``keys.py``): per-structure tensors (``energy``, ``cell`` [B, 3, 3],
+``stress``, ``natoms``, masks, ...) keep a leading B axis, per-atom ones (``forces``, ``hvp``...)
+are split by atom, per-edge tensors (``edge_index``, ``shifts``, ``edge_vectors``, ...) stay per
+edge, strings are one per structure, and PyG rebuilds ``batch`` and ``ptr`` (checked against ours),
+so ``Batch.to_data_list()`` and indexing work.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from .keys import KeyRegistry, registry_of
+
 __all__ = ["to_pyg_batch", "PYG_KEY_MAP"]
 
 PYG_KEY_MAP = {"positions": "pos", "species": "z"}
 
-_ATOM_KEYS = {"positions", "species", "forces"}
-_STRUCTURE_KEYS = {"energy", "cell", "pbc", "natoms", "idx", "stress"}  # and every "<label>_mask"
-_EDGE_KEYS = {"edge_index", "shifts", "edge_vectors", "edge_lengths"}
 _DROPPED = {"batch", "ptr", "total_atoms", "max_atoms"}  # PyG derives these itself
 
 
@@ -35,14 +36,14 @@ def _import_pyg():
     return Batch, Data
 
 
-def _kind(key: str, value: Any, n_atoms: int, n_structures: int, n_edges: Optional[int]) -> str:
-    """Classify a batch entry as 'atom', 'structure', 'edge' or 'list' (one object per structure)."""
-    if key in _ATOM_KEYS:
-        return "atom"
-    if key in _STRUCTURE_KEYS or key.endswith("_mask"):
+def _kind(key: str, value: Any, n_atoms: int, n_structures: int, n_edges: Optional[int], keys: KeyRegistry) -> str:
+    """'atom', 'structure', 'edge' or 'list' (one object per structure) of a batch entry: its
+    declaration in the key registry, else the one leading size it matches (an error otherwise)."""
+    if key.endswith("_mask"):
         return "structure"
-    if key in _EDGE_KEYS:
-        return "edge"
+    declared = keys.get(key)
+    if declared is not None:
+        return declared.kind
     if isinstance(value, (list, tuple)) and len(value) == n_structures:
         return "list"
     if isinstance(value, torch.Tensor) and value.dim() > 0:
@@ -54,17 +55,20 @@ def _kind(key: str, value: Any, n_atoms: int, n_structures: int, n_edges: Option
             return matches[0]
     raise ValueError(
         f"to_pyg_batch cannot tell whether batch key {key!r} is per atom ({n_atoms}), per structure "
-        f"({n_structures}) or per edge ({n_edges}); drop it or rename it before converting"
+        f"({n_structures}) or per edge ({n_edges}); declare it (keys=[Key({key!r}, ...)]), drop it or rename it"
     )
 
 
-def to_pyg_batch(batch: Mapping[str, Any], *, key_map: Optional[Mapping[str, str]] = None):
+def to_pyg_batch(batch: Mapping[str, Any], *, key_map: Optional[Mapping[str, str]] = None, keys=None):
     """Convert a graph batch (``use_padding=False``) into a ``torch_geometric.data.Batch``.
 
     ``key_map`` renames keys (default :data:`PYG_KEY_MAP`: positions -> pos, species -> z);
     e.g. ``{"species": "atomic_numbers"}`` for fairchem-style names. Edge indices are made local
-    per structure and re-offset by PyG, so the result's ``edge_index`` equals ours.
+    per structure and re-offset by PyG, so the result's ``edge_index`` equals ours. ``keys``: extra
+    key declarations (a ``KeyRegistry``, Keys or a dataset); every other key is classified by the
+    built-in registry (``keys.DEFAULT_KEYS``).
     """
+    registry = registry_of(keys)
     Batch, Data = _import_pyg()
     names = dict(PYG_KEY_MAP, **(key_map or {}))
     ptr = batch["ptr"] if "ptr" in batch else torch.cat(
@@ -88,7 +92,7 @@ def to_pyg_batch(batch: Mapping[str, Any], *, key_map: Optional[Mapping[str, str
     for key, value in batch.items():
         if key in _DROPPED:
             continue
-        kind = _kind(key, value, n_atoms, n_structures, n_edges)
+        kind = _kind(key, value, n_atoms, n_structures, n_edges, registry)
         if kind == "edge" and edge_index is None:
             raise ValueError(f"batch has per-edge key {key!r} but no 'edge_index'")
         if kind == "edge" and edge_order is not None:

@@ -253,9 +253,17 @@ class KeyRegistry(Mapping):
             table[key.name] = key
         self._keys = table
         self._labels = tuple(k.name for k in table.values() if k.label)
+        #: the label names as a frozenset (fast membership)
+        self.label_set = frozenset(self._labels)
 
     def __getitem__(self, name: str) -> Key:
         return self._keys[name]
+
+    def get(self, name: str, default=None):
+        return self._keys.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -380,16 +388,20 @@ BUILTIN_KEYS: tuple[Key, ...] = (
     Key("velocities", ATOM, (3,), unit="Å/fs", rotation="vector", **_FLOAT),
     Key("tags", ATOM, (), dtype="int"),
     Key("free_energy", STRUCTURE, (), unit="eV", **_FLOAT),
-    Key("dipole", STRUCTURE, (3,), unit="e*Å", rotation="vector", **_FLOAT),
-    Key("virial", STRUCTURE, (3, 3), unit="eV", rotation="tensor", **_FLOAT),
+    Key("dipole", STRUCTURE, (3,), unit="e*Å", label=True, rotation="vector", doc="dipole moment", **_FLOAT),
+    Key("virial", STRUCTURE, (3, 3), unit="eV", label=True, rotation="tensor",
+        doc="virial W = -V σ, kept as its own label (not turned into a stress)", **_FLOAT),
     Key("charge", STRUCTURE, (), unit="e", **_FLOAT),
-    Key("total_charge", STRUCTURE, (), unit="e", **_FLOAT),
+    Key("total_charge", STRUCTURE, (), unit="e", doc="total charge of the structure", **_FLOAT),
     Key("magmom", STRUCTURE, (), unit="μB", **_FLOAT),
-    Key("spin", STRUCTURE, (), **_FLOAT),
-    Key("weight", STRUCTURE, (), **_FLOAT),
+    Key("spin", STRUCTURE, (), doc="spin state as the file stores it (the multiplicity 2S+1 in MACE/SPICE-style "
+        "files; SchNetPack's carbene data stores 0 and 2)", **_FLOAT),
+    Key("weight", STRUCTURE, (), doc="per-structure loss weight (MACE's config_weight)", **_FLOAT),
     Key("energy_weight", STRUCTURE, (), **_FLOAT),
     Key("forces_weight", STRUCTURE, (), **_FLOAT),
     Key("stress_weight", STRUCTURE, (), **_FLOAT),
+    Key("fixed", ATOM, (), dtype="bool", doc="atom held fixed (ASE FixAtoms constraint, extxyz move_mask=F)"),
+    Key("head", LIST, dtype="str", doc="output head / data source of a multi-head model (MACE's head)"),
 )
 
 DEFAULT_KEYS = KeyRegistry(BUILTIN_KEYS)

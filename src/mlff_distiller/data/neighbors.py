@@ -10,10 +10,12 @@ and ``|D| < cutoff``. Lists are *full*: both ``(i, j, S)`` and ``(j, i, -S)`` ar
 Partial periodicity (a slab with pbc ``(T, T, F)``), triclinic cells and cells smaller than the
 cutoff (many images of one pair) are handled by vesin; a molecule has a zero cell and pbc all False.
 
-The search runs in float64 on the stored coordinates (float32 values are widened exactly), so
-the edge set is exact for the values a sample holds, whatever its dtype; a pair whose distance
-equals the cutoff to within float64 rounding may fall on either side, as in ASE. Edge lengths
-recomputed in float32 can exceed the cutoff by float32 rounding. Edges are sorted by ``(i, j, S)``.
+One implementation, :func:`batch_edges`, finds every list (single structures, graph batches, the
+``NeighborList`` transform, the loader's ``cutoff=``, the lists a packed file stores). The search
+runs on the values the sample or batch holds, widened exactly to float64, so a float32 batch gets
+the edges of its float32 positions whichever way it was built; a pair whose distance equals the
+cutoff to within float64 rounding may fall on either side, as in ASE. Edge lengths recomputed in
+float32 can exceed the cutoff by float32 rounding. Edges are sorted by ``(i, j, S)``.
 
 Neighbor lists need graph batching: a padded batch has no place for per-structure edges, so
 :func:`require_graph_mode` rejects ``cutoff`` together with ``use_padding=True``.

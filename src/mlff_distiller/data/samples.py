@@ -20,7 +20,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .keys import DEFAULT_KEYS, LIST, KeyRegistry
+from .collate import collate_columns
+from .indices import check_index
+from .keys import DEFAULT_KEYS, LIST, STRUCTURE_LABELS, KeyRegistry
 from .structure import Structure, structure_to_atoms
 from .structure_batch import Column, StructureBatch
 
@@ -55,7 +57,7 @@ def sample_dict(structure: Structure, index: int, dtype: torch.dtype, keys: KeyR
         "natoms": torch.tensor(structure.natoms, dtype=torch.int64),
         "idx": torch.tensor(index, dtype=torch.int64),
     }
-    for label in ("energy", "forces", "stress"):
+    for label in STRUCTURE_LABELS:
         value = getattr(structure, label)
         if value is not None:
             sample[label] = _float_tensor(value, dtype)
@@ -89,11 +91,13 @@ def make_sample(
     *,
     with_atoms: bool = False,
     generator: Optional[torch.Generator] = None,
+    atoms=None,
 ) -> dict:
-    """The sample of ``structure``: ``sample_dict``, plus ``atoms`` when asked, then the transform."""
+    """The sample of ``structure``: ``sample_dict``, plus ``atoms`` when asked (``atoms``: the
+    Atoms to use, e.g. ``data.atoms.full_atoms``'s), then the transform."""
     sample = sample_dict(structure, index, spec.dtype, spec.keys)
     if with_atoms:
-        sample["atoms"] = structure_to_atoms(structure)
+        sample["atoms"] = atoms if atoms is not None else structure_to_atoms(structure, keys=spec.keys)
     if spec.transform is not None:
         sample = apply_transform(spec.transform, sample, generator)
     return sample
@@ -134,12 +138,7 @@ class SampleList(Sequence):
     def __getitem__(self, k):
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
-        n = len(self)
-        k = int(k)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"sample {k} out of range for a batch of {n}")
+        k = check_index(k, len(self), "batch")
         if self.spec.transform is None:
             return make_sample(self.batch.structure(k), self._index(k), self.spec)
         if self._built is None:
@@ -162,10 +161,9 @@ class SampleList(Sequence):
         ``ase.Atoms`` holding the labels; transformed with the samples). ``generator`` feeds the
         random transforms (None: their own or torch's global RNG).
         """
-        from .collate import collate_columns
-        from .neighbors import add_edges, require_graph_mode
-
         if cutoff is not None:
+            from .neighbors import require_graph_mode
+
             require_graph_mode(use_padding, cutoff)
         spec = self.spec
         if spec.transform is not None:
@@ -175,28 +173,34 @@ class SampleList(Sequence):
         else:
             batch = self.batch
             if with_atoms:
-                atoms = [structure_to_atoms(s) for s in batch.structures()]
+                atoms = [structure_to_atoms(s, keys=spec.keys) for s in batch.structures()]
                 batch = StructureBatch(batch.indices, batch.natoms, {**batch.columns, "atoms": Column(atoms, kind=LIST)},
                                        ptr=batch.ptr)
             out = collate_columns(batch, use_padding, spec.dtype, spec.keys)
             if cutoff is not None and self._stored_edges_fit(cutoff):
                 return self._with_stored_edges(out)
         if cutoff is not None:
+            from .neighbors import add_edges
+
             add_edges(out, cutoff)
         return out
 
     # -- stored neighbor lists ---------------------------------------------------------------
     def _stored_edges_fit(self, cutoff: float) -> bool:
-        """Stored lists are used for ``cutoff`` when they were stored for it and the batch's
-        positions hold the file's values exactly (float64 batches, or a float32 file)."""
+        """Stored lists are used for ``cutoff`` when they were stored for it and are exact for the
+        batch's values: the batch holds the file's values exactly (float64 batches, or a float32
+        file), or it is float32 and the packer found every structure's list unchanged by rounding
+        the file's positions and cell to float32 (``edge_exact32``). Otherwise they are computed."""
         batch = self.batch
         if batch.stored_edges is None or batch.edges_cutoff is None or float(cutoff) != float(batch.edges_cutoff):
             return False
         np_dtype = _NUMPY_FLOAT.get(self.spec.dtype)
         if np_dtype is None:
             return False
-        exact = np.can_cast(batch.positions.dtype, np_dtype, "safe") and np.can_cast(batch.cell.dtype, np_dtype, "safe")
-        return bool(exact)
+        if np.can_cast(batch.positions.dtype, np_dtype, "safe") and np.can_cast(batch.cell.dtype, np_dtype, "safe"):
+            return True  # the batch holds the file's values exactly
+        # float32 batches of a float64 file: the packer checked each structure's list on float32-rounded values
+        return np_dtype == np.float32 and batch.edges_exact is not None and bool(batch.edges_exact.all())
 
     def _with_stored_edges(self, out: dict) -> dict:
         batch = self.batch

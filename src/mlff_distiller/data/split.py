@@ -8,6 +8,12 @@ are ``ratio x len`` rounded by largest remainder (they always add up to ``len``)
 a chemical composition (e.g. all conformers of C2H6O), so a model is never tested on a molecule it
 was trained on. Sizes are then as close to the ratios as whole groups allow.
 
+``groups`` may also name a per-structure property the structures carry (``'config_type'``,
+``'sample_group'``, ``'head'``...): structures sharing its value share a group.
+
+Isolated-atom frames (MACE's ``config_type=IsolatedAtom``, see ``stats``) are reference data,
+not training structures: ``exclude_isolated_atoms=True`` leaves them out of every split.
+
 ``save_split`` / ``load_split`` write and read the indices as JSON (with the dataset's length and a
 fingerprint of its atom counts), so a run can be reproduced on the same data.
 """
@@ -25,13 +31,17 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .dataset import MolecularSubset
+from .readers.base import chunks, scan
+from .stats import ISOLATED_CONFIG_TYPES, is_isolated_atom
 
-__all__ = ["train_test_split", "group_train_test_split", "composition_groups", "save_split", "load_split"]
+__all__ = [
+    "train_test_split", "group_train_test_split", "composition_groups", "property_groups", "isolated_atom_indices",
+    "save_split", "load_split",
+]
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FILE_FORMAT = "mlff_distiller.split"
 SPLIT_FILE_VERSION = 1
-_SPECIES_CHUNK = 512
 
 
 def _check_ratios(train_ratio: float, val_ratio: float, test_ratio: float) -> np.ndarray:
@@ -60,6 +70,28 @@ def split_sizes(n: int, ratios: Sequence[float]) -> np.ndarray:
     return sizes
 
 
+def isolated_atom_indices(dataset, config_types: Sequence[str] = ISOLATED_CONFIG_TYPES) -> np.ndarray:
+    """[K] int64 indices of the isolated-atom frames of ``dataset`` (one atom, ``config_type`` in
+    ``config_types``). Only the one-atom structures are read (atom counts come from the index)."""
+    single = np.flatnonzero(np.asarray(dataset.natoms_array()) == 1)
+    if single.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    found = []
+    for chunk, structures in zip(chunks(single.tolist()), _structure_chunks(dataset, single)):
+        found.extend(i for i, s in zip(chunk, structures) if is_isolated_atom(s, config_types))
+    return np.asarray(found, dtype=np.int64)
+
+
+def _candidates(dataset, exclude_isolated_atoms: bool) -> np.ndarray:
+    """Indices a split distributes: all, or all but the isolated-atom frames."""
+    n = len(dataset)
+    if not exclude_isolated_atoms:
+        return np.arange(n, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    keep[isolated_atom_indices(dataset)] = False
+    return np.flatnonzero(keep).astype(np.int64)
+
+
 def train_test_split(
     dataset,
     train_ratio: float = 0.8,
@@ -67,15 +99,18 @@ def train_test_split(
     test_ratio: float = 0.1,
     shuffle: bool = True,
     random_seed: Optional[int] = 42,
+    exclude_isolated_atoms: bool = False,
 ) -> tuple[MolecularSubset, MolecularSubset, MolecularSubset]:
     """Random split of ``dataset`` into (train, val, test) ``MolecularSubset`` views.
 
     ValueError when a ratio is negative or they do not sum to 1. With ``shuffle=False`` the
     splits are consecutive runs of indices. ``random_seed=None`` gives a different split each call.
+    ``exclude_isolated_atoms``: isolated-atom frames go to no split (``isolated_atom_indices``).
     """
     ratios = _check_ratios(train_ratio, val_ratio, test_ratio)
-    n = len(dataset)
-    order = np.random.default_rng(random_seed).permutation(n) if shuffle else np.arange(n)
+    pool = _candidates(dataset, exclude_isolated_atoms)
+    n = len(pool)
+    order = pool[np.random.default_rng(random_seed).permutation(n)] if shuffle else pool
     bounds = np.cumsum(split_sizes(n, ratios))
     parts = np.split(order, bounds[:-1])
     return tuple(MolecularSubset(dataset, part.tolist()) for part in parts)  # type: ignore[return-value]
@@ -92,12 +127,50 @@ def _species_chunks(dataset, indices: np.ndarray):
         yield from _species_chunks(inner, parent)
         return
     get_structures = getattr(dataset, "get_structures", None)
-    for start in range(0, len(indices), _SPECIES_CHUNK):
-        chunk = indices[start : start + _SPECIES_CHUNK].tolist()
-        if get_structures is not None:
-            yield [np.asarray(s.numbers, dtype=np.int64) for s in get_structures(chunk)]
-        else:
-            yield [np.asarray(dataset[i]["species"], dtype=np.int64) for i in chunk]
+    if get_structures is not None:
+        for structures in scan(get_structures, indices.tolist()):
+            yield [np.asarray(s.numbers, dtype=np.int64) for s in structures]
+        return
+    for chunk in chunks(indices.tolist()):
+        yield [np.asarray(dataset[i]["species"], dtype=np.int64) for i in chunk]
+
+
+def _structure_chunks(dataset, indices: np.ndarray):
+    """Raw structures of ``dataset[indices]``, chunk by chunk (a subset asks its parent)."""
+    inner = getattr(dataset, "__dict__", {}).get("dataset")
+    if isinstance(dataset, MolecularSubset) or (inner is not None and hasattr(dataset, "indices")):
+        yield from _structure_chunks(inner, np.asarray(dataset.indices, dtype=np.int64)[indices])
+        return
+    get_structures = getattr(dataset, "get_structures", None)
+    if get_structures is None:
+        raise TypeError(f"{type(dataset).__name__} gives no raw structures (get_structures); group by a list instead")
+    yield from scan(get_structures, np.asarray(indices).tolist())
+
+
+def property_groups(dataset, name: str) -> np.ndarray:
+    """[S] the value of the per-structure property ``name`` (``config_type``, ``sample_group``,
+    ``head``...) of every structure, as read by the dataset. ValueError naming the structures
+    that lack it (and the properties they have)."""
+    values: list = []
+    missing: list[int] = []
+    have: set = set()
+    for structures in _structure_chunks(dataset, np.arange(len(dataset), dtype=np.int64)):
+        for s in structures:
+            value = s.extras.get(name)
+            if value is None:
+                missing.append(len(values))
+                have.update(s.extras)
+            elif isinstance(value, np.ndarray):
+                if value.ndim:
+                    raise ValueError(f"groups={name!r}: structure {len(values)} holds an array of shape "
+                                     f"{list(value.shape)}, not one value per structure")
+                value = value.item()
+            values.append(value)
+    if missing:
+        raise ValueError(f"groups={name!r}: {len(missing)} of {len(values)} structures do not carry {name!r} "
+                         f"(first: {missing[:5]}); they carry {sorted(have) or 'no extras'} — read it with "
+                         f"properties=[{name!r}] or give one label per structure")
+    return np.asarray(values, dtype=object if any(isinstance(v, str) for v in values) else None)
 
 
 def composition_groups(dataset) -> tuple[np.ndarray, list[str]]:
@@ -169,11 +242,15 @@ def group_train_test_split(
     test_ratio: float = 0.1,
     shuffle: bool = True,
     random_seed: Optional[int] = 42,
+    exclude_isolated_atoms: bool = False,
 ) -> tuple[MolecularSubset, MolecularSubset, MolecularSubset]:
     """Split so that every group lies wholly in one of (train, val, test).
 
-    groups: 'composition' (or None) to group by chemical formula, or a label per structure
-    (length ``len(dataset)``: molecule name, trajectory id, ...). Whole groups are assigned in
+    groups: 'composition' (or None) to group by chemical formula, the name of a per-structure
+    property the structures carry ('config_type', 'sample_group', 'head'...; see
+    ``property_groups``), or a label per structure (length ``len(dataset)``: molecule name,
+    trajectory id, ...). ``exclude_isolated_atoms``: isolated-atom frames go to no split.
+    Whole groups are assigned in
     a (shuffled) order: first one to each split with a non-zero ratio, then each to the split
     furthest below its target size relative to that target, so every split gets a group when
     there are enough and split sizes approximate the ratios as closely as whole groups allow
@@ -184,14 +261,23 @@ def group_train_test_split(
     n = len(dataset)
     if groups is None or (isinstance(groups, str) and groups == "composition"):
         group_id, _ = composition_groups(dataset)
-    elif isinstance(groups, str):
-        raise ValueError(f"groups must be 'composition' or one label per structure, got {groups!r}")
     else:
-        labels = np.asarray(groups)
-        if labels.ndim != 1 or len(labels) != n:
-            raise ValueError(f"groups has shape {list(labels.shape)}; expected one label per structure ({n})")
+        if isinstance(groups, str):
+            labels = property_groups(dataset, groups)
+        else:
+            labels = np.asarray(groups)
+            if labels.ndim != 1 or len(labels) != n:
+                raise ValueError(f"groups has shape {list(labels.shape)}; expected one label per structure ({n})")
+        if labels.dtype == object:
+            labels = np.asarray([str(v) for v in labels])
         _, group_id = np.unique(labels, return_inverse=True)
         group_id = group_id.reshape(-1)
+    pool = _candidates(dataset, exclude_isolated_atoms)
+    if len(pool) != n:  # isolated-atom frames left out: split the rest as a dataset of its own
+        inner = group_train_test_split(_Pool(dataset, pool), group_id[pool], train_ratio, val_ratio, test_ratio,
+                                       shuffle=shuffle, random_seed=random_seed)
+        return tuple(MolecularSubset(dataset, pool[np.asarray(part.indices, dtype=np.int64)].tolist())
+                     for part in inner)  # type: ignore[return-value]
     n_groups = int(group_id.max()) + 1 if n else 0
     if shuffle:
         group_order = np.random.default_rng(random_seed).permutation(n_groups)
@@ -215,6 +301,16 @@ def group_train_test_split(
             )
         parts.append(MolecularSubset(dataset, members.tolist()))
     return tuple(parts)  # type: ignore[return-value]
+
+
+class _Pool:
+    """The length of ``indices`` of a dataset (what a group split of a selection needs)."""
+
+    def __init__(self, dataset, indices: np.ndarray) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 # ----------------------------------------------------------------------------- saving

@@ -20,10 +20,12 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from .errors import format_error
-from .keys import ATOM, DEFAULT_KEYS, EDGE, LIST, STRUCTURE, STRUCTURAL_KEYS, BATCH_KEYS, REQUIRED_KEYS, KeyRegistry, infer_kind
+from .keys import (
+    ATOM, BATCH_KEYS, DEFAULT_KEYS, EDGE, LIST, REQUIRED_KEYS, STRUCTURAL_KEYS, STRUCTURE, STRUCTURE_LABELS, KeyRegistry,
+    infer_kind,
+)
 from .structure import Structure
 
 _INT64 = np.dtype(np.int64)
@@ -81,6 +83,7 @@ class StructureBatch:
     ) -> None:
         self.indices = indices
         self.natoms = natoms
+        self._n = int(natoms.shape[0])
         self.columns = columns
         self.num_edges = num_edges
         self.stored_edges = stored_edges
@@ -107,7 +110,7 @@ class StructureBatch:
             "pbc": Column(concat([np.asarray(s.pbc, dtype=bool)[None] for s in structures], (0, 3), bool),
                           kind=STRUCTURE),
         }
-        for name in ("energy", "forces", "stress"):
+        for name in STRUCTURE_LABELS:
             values = [getattr(s, name) for s in structures]
             if any(v is not None for v in values):
                 columns[name] = _column(keys[name], values, natoms, path, idx)
@@ -125,6 +128,8 @@ class StructureBatch:
         positions [N, 3] and species [N] in every sample, ``natoms`` equal to the row counts,
         structural keys in all samples or none, per-atom keys with N rows, one trailing shape per key.
         Undeclared tensor keys get the kind their shapes show unambiguously (``keys.infer_kind``)."""
+        import torch
+
         if isinstance(samples, dict) or len(samples) == 0:
             raise ValueError("collate needs a non-empty list of sample dicts")
         for b, s in enumerate(samples):
@@ -224,7 +229,7 @@ class StructureBatch:
 
     # -- access ------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.natoms.shape[0])
+        return self._n
 
     @property
     def ptr(self) -> np.ndarray:
@@ -287,7 +292,7 @@ class StructureBatch:
                 value = np.array(column.values[a:b])
             else:
                 value = np.array(column.values[k])
-            if name in ("energy", "forces", "stress"):
+            if name in STRUCTURE_LABELS:
                 fields[name] = value
             else:
                 extras[name] = value
@@ -345,6 +350,8 @@ def _column(key, values: list, natoms: np.ndarray, path: str, idx: np.ndarray) -
 
 def _as_array(name: str, value: Any, sample: dict, b: int) -> Any:
     """A sample value as a numpy array (tensors: CPU, no grad), or the value itself (str, objects)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         if value.dtype == torch.bfloat16:
             return None  # replaced by its bits (``_bfloat16_bits``)
@@ -362,6 +369,8 @@ def _as_array(name: str, value: Any, sample: dict, b: int) -> Any:
 
 def _bfloat16_bits(name: str, value: Any, sample: dict, b: int) -> np.ndarray:
     """A bfloat16 tensor's bits as int16 (numpy has no bfloat16); other values are refused."""
+    import torch
+
     if not (isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16):
         raise ValueError(f"{_where(sample, b)}: key {name!r} mixes bfloat16 and other values across samples")
     return _as_array(name, value.view(torch.int16), sample, b)

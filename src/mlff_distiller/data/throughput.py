@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-#: structures per ``read_many`` call when timing a raw reader
-READ_CHUNK = 256
+from .readers.base import scan
+
 
 
 def _require_structures(n: int, name: str) -> None:
@@ -45,7 +45,7 @@ def time_loader(
 
     Returns mode ('padded'/'graph'), workers, batches, seconds, samples_per_s, atoms_per_s.
     """
-    from .data.loader import MolecularDataLoader
+    from .loader import MolecularDataLoader
 
     _require_structures(len(dataset), getattr(getattr(dataset, "reader", None), "display_path", "dataset"))
     options: dict = {"persistent_workers": True} if workers > 0 else {}
@@ -77,8 +77,8 @@ def time_reader(reader, epochs: int) -> dict:
     _require_structures(n, reader.display_path)
     start = time.perf_counter()
     for _ in range(epochs):
-        for begin in range(0, n, READ_CHUNK):
-            reader.read_many(range(begin, min(begin + READ_CHUNK, n)))
+        for _chunk in scan(reader.read_many, range(n)):
+            pass
     seconds = time.perf_counter() - start
     atoms = int(np.asarray(reader.natoms_array()).sum()) * epochs
     return _result("reader.read_many", 0, 0, seconds, n * epochs, atoms)

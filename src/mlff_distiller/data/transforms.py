@@ -38,7 +38,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
-from .keys import DEFAULT_KEYS, LIST, ROTATIONS, KeyRegistry, registry_of
+from .keys import LIST, ROTATIONS, registry_of
 
 Sample = dict[str, Any]
 

@@ -4,8 +4,13 @@ Checks, per structure: the reader can read it (a ``DataFormatError`` names the i
 is reported, not raised); positions, cell and labels are finite; array shapes agree with the atom
 count; atomic numbers are valid (1..118); no two atoms are closer than ``overlap_threshold`` Å
 (periodic images included, via vesin); no structure repeats an earlier one (atomic numbers,
-positions, cell and pbc equal after rounding to ``decimals``). Across the file: a label that some
-structures carry and others lack (stress is only expected on fully periodic structures).
+positions, cell and pbc equal after rounding to ``decimals``) — a repeat whose charge/spin or
+labels differ is reported as ``conflicting-labels`` instead (the same input with different
+targets, or different electronic states a model must tell apart). Across the file: a label that
+some structures carry and others lack (stress is only expected on fully periodic structures),
+and ``no-labels`` when no structure has an energy label (with the keys that may hold one) unless
+``accept_unlabeled=True``. With several files, each problem names its ``file`` and the index in
+that file (``file_index``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .data.readers.base import Reader
-from .data.structure import Structure
+from .readers.base import Reader, chunks
+from .keys import STRUCTURE_LABELS
+from .structure import Structure
 
 #: the kinds of problem ``validate_reader`` reports
 KINDS = (
@@ -29,10 +35,12 @@ KINDS = (
     "invalid-cell",
     "overlapping-atoms",
     "duplicate",
+    "conflicting-labels",
     "missing-label",
+    "no-labels",
 )
-#: structures read per ``read_many`` call (a failing chunk is re-read one by one)
-CHUNK = 128
+#: per-structure properties that define the electronic state (geometry repeats differing in them conflict)
+STATE_KEYS = ("total_charge", "charge", "spin")
 #: errors a reader raises for bad content (anything else is a bug and propagates)
 READ_ERRORS = (ValueError, KeyError, IndexError, TypeError, OSError)
 
@@ -50,9 +58,15 @@ class Problem:
     key: Optional[str]
     kind: str
     message: str
+    #: the member file of a multi-file input, and the structure's index in it
+    file: Optional[str] = None
+    file_index: Optional[int] = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.file is None:
+            del out["file"], out["file_index"]
+        return out
 
 
 def _read_error(index: int, exc: Exception) -> Problem:
@@ -71,8 +85,7 @@ def _read_error(index: int, exc: Exception) -> Problem:
 
 def _iter_read(reader: Reader, indices: range) -> Iterator[tuple[int, Optional[Structure], Optional[Exception]]]:
     """(index, structure or None, error or None) for every index, reading in chunks."""
-    for start in range(indices.start, indices.stop, CHUNK):
-        chunk = list(range(start, min(start + CHUNK, indices.stop)))
+    for chunk in chunks(indices):  # a failing chunk is re-read one by one
         try:
             structures = reader.read_many(chunk)
         except READ_ERRORS:
@@ -109,7 +122,7 @@ def check_arrays(index: int, s: Structure, expected_natoms: Optional[int] = None
         problems.append(
             Problem(index, "numbers", "shape-mismatch", f"{n} atoms, but the file's index says {expected_natoms}")
         )
-    for key in ("positions", "cell", "energy", "forces", "stress"):
+    for key in ("positions", "cell") + STRUCTURE_LABELS:
         value = getattr(s, key)
         if value is None:
             continue
@@ -171,6 +184,51 @@ def fingerprint(s: Structure, decimals: int = 6) -> bytes:
     return h.digest()
 
 
+def _state(s: Structure) -> tuple:
+    """(name, value) of the charge/spin properties a structure carries."""
+    return tuple((k, float(np.asarray(s.extras[k]).reshape(-1)[0])) for k in STATE_KEYS if k in s.extras)
+
+
+def _label_digest(s: Structure) -> bytes:
+    """Digest of the exact label values (energy, forces, stress; absent ones marked)."""
+    h = hashlib.blake2b(digest_size=16)
+    for label in STRUCTURE_LABELS:
+        value = getattr(s, label)
+        h.update(label.encode() + (b"-" if value is None else np.ascontiguousarray(value, dtype=np.float64).tobytes()))
+    return h.digest()
+
+
+def _repeat(i: int, s: Structure, first: int, first_state: tuple, first_labels: bytes) -> Problem:
+    """A structure with the geometry of an earlier one: duplicate or conflicting labels."""
+    state = _state(s)
+    if state != first_state:
+        theirs, mine = dict(first_state), dict(state)
+        diff = ", ".join(f"{k} {mine.get(k)} vs {theirs.get(k)}" for k in dict.fromkeys([*mine, *theirs])
+                         if mine.get(k) != theirs.get(k))
+        return Problem(i, next(k for k in STATE_KEYS if mine.get(k) != theirs.get(k)), "conflicting-labels",
+                       f"same atoms, positions, cell and pbc as structure {first} but another state ({diff}): "
+                       "a model must take charge/spin as input to tell them apart")
+    if _label_digest(s) != first_labels:
+        return Problem(i, "energy", "conflicting-labels",
+                       f"same atoms, positions, cell and pbc (and charge/spin) as structure {first} but different "
+                       "labels: the same input with two targets")
+    return Problem(i, "positions", "duplicate", f"same atoms, positions, cell, pbc and labels as structure {first}")
+
+
+def _no_labels(reader: Reader) -> Problem:
+    from .labels import DEFAULT_ALIASES, inspect_labels
+
+    report = inspect_labels(reader, found={"energy": 0, "forces": 1, "stress": 1}, warn=False)
+    keys = reader.keys
+    where = (f"under the default keys ({', '.join(DEFAULT_ALIASES['energy'])})" if keys.is_default("energy")
+             else f"under energy_key={keys.energy!r}")
+    hint = (f"; candidates: {', '.join(report.candidates['energy'])} (pass --energy-key / energy_key=)"
+            if report.candidates.get("energy") else "")
+    return Problem(None, keys.energy, "no-labels",
+                   f"no structure has an energy label {where}{hint}; pass --allow-unlabeled "
+                   "(accept_unlabeled=True) if the data is meant to be unlabeled")
+
+
 def _label_consistency(has: dict[str, np.ndarray], periodic: np.ndarray, readable: np.ndarray) -> list[Problem]:
     """A label carried by some readable structures and missing on others (stress: periodic only)."""
     problems: list[Problem] = []
@@ -199,12 +257,14 @@ def validate_reader(
     *,
     decimals: int = 6,
     progress: Optional[Callable[[Iterable], Iterable]] = None,
+    accept_unlabeled: bool = False,
 ) -> list[Problem]:
     """Every problem found in ``reader``'s structures, sorted by index (file-wide ones first).
 
     overlap_threshold: Å, pairs closer than this are reported (0 disables the check).
     decimals: rounding of positions/cell (Å) when looking for duplicate structures.
     progress: optional wrapper around the per-structure iterator (e.g. ``tqdm``).
+    accept_unlabeled: a file without any energy label is not a problem (``no-labels``).
     """
     if not (np.isfinite(overlap_threshold) and overlap_threshold >= 0):
         raise ValueError(f"overlap_threshold must be a finite number >= 0 Å, got {overlap_threshold}")
@@ -217,10 +277,10 @@ def validate_reader(
         natoms = None
     overlap = OverlapChecker(overlap_threshold) if overlap_threshold > 0 else None
     problems: list[Problem] = []
-    has = {label: np.zeros(n, dtype=bool) for label in ("energy", "forces", "stress")}
+    has = {label: np.zeros(n, dtype=bool) for label in STRUCTURE_LABELS}
     periodic = np.zeros(n, dtype=bool)
     readable = np.zeros(n, dtype=bool)
-    seen: dict[bytes, int] = {}
+    seen: dict[bytes, tuple[int, tuple, bytes]] = {}
     items: Iterable = _iter_read(reader, range(n))
     if progress is not None:
         items = progress(items)
@@ -239,18 +299,37 @@ def validate_reader(
         if overlap is not None:
             problems.extend(overlap(i, s))
         key = fingerprint(s, decimals)
-        first = seen.setdefault(key, i)
-        if first != i:
-            problems.append(
-                Problem(i, "positions", "duplicate", f"same atoms, positions, cell and pbc as structure {first}")
-            )
+        first = seen.get(key)
+        if first is None:
+            seen[key] = (i, _state(s), _label_digest(s))
+        else:
+            problems.append(_repeat(i, s, *first))
     problems.extend(_label_consistency(has, periodic, readable))
+    if not accept_unlabeled and readable.any() and not has["energy"].any():
+        problems.append(_no_labels(reader))
     for label, present in has.items():
         if not reader.keys.is_default(label) and readable.any() and not present.any():
             key = reader.keys.key(label)
             problems.append(Problem(None, key, "missing-label", f"no structure has a {label} label under key {key!r}"))
     problems.sort(key=lambda p: (-1 if p.index is None else p.index, KINDS.index(p.kind)))
-    return problems
+    return _name_members(reader, problems)
+
+
+def _name_members(reader: Reader, problems: list[Problem]) -> list[Problem]:
+    """The member file and local index of each problem of a multi-file reader."""
+    paths, locate = getattr(reader, "paths", None), getattr(reader, "locate", None)
+    if not paths or locate is None or len(paths) < 2:
+        return problems
+    from dataclasses import replace
+
+    out = []
+    for p in problems:
+        if p.index is None:
+            out.append(p)
+            continue
+        k, local = locate(p.index)
+        out.append(replace(p, file=paths[k], file_index=int(local)))
+    return out
 
 
 __all__ = ["Problem", "validate_reader", "check_arrays", "fingerprint", "OverlapChecker", "KINDS"]

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import format_error
 from ..keys import ATOM, DEFAULT_KEYS, EDGE, LIST, Key, KeyRegistry
 from ..structure import Structure
-from ..structure_batch import StructureBatch, concat
+from ..structure_batch import StructureBatch
 from .layout import FORMAT_ATTR, FORMAT_NAME, FORMAT_VERSION, PRESENT, STRINGS, fill_value
 from .store import PackedStore
 

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..indices import check_indices
 from ..keys import ATOM, DEFAULT_KEYS, LIST, Key, KeyRegistry
 from ..readers.checks import check_packed_batch, check_string_codes
 from ..structure import Structure
@@ -14,14 +15,6 @@ from ..structure_batch import Column, StructureBatch
 from .layout import PRESENT
 
 _INT64 = np.dtype(np.int64)
-
-
-def check_indices(idx: np.ndarray, n: int, where: str) -> None:
-    """IndexError naming ``where`` when an entry of ``idx`` ([B] int64) is outside ``[0, n)``
-    (one reduction: negative indices become huge unsigned values)."""
-    if idx.shape[0] and idx.view(np.uint64).max() >= n:
-        bad = idx[(idx < 0) | (idx >= n)][0]
-        raise IndexError(f"{where}: structure index {int(bad)} out of range for {n} structures")
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -128,10 +121,10 @@ class PackedStore:
         batch carries is not in it. ``checked``: ``indices`` is a [B] int64 array within range.
         """
         idx = indices
-        if type(idx) is not np.ndarray or idx.dtype is not _INT64 or idx.ndim != 1:
-            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if not checked:
-            check_indices(idx, len(self), self.path)
+            idx = check_indices(indices, len(self), self.path)
+        elif type(idx) is not np.ndarray or idx.dtype is not _INT64 or idx.ndim != 1:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = idx.shape[0]
         natoms = self._natoms.take(idx)
         ptr = np.empty(n + 1, dtype=np.int64)
@@ -235,4 +228,4 @@ class PackedStore:
             self._h5file = None
 
 
-__all__ = ["PackedStore", "check_indices", "ranges"]
+__all__ = ["PackedStore", "ranges"]

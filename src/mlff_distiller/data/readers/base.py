@@ -9,41 +9,35 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..errors import DataFormatError, format_error  # noqa: F401  (re-exported)
-from ..keys import DEFAULT_KEYS, KeyRegistry
+from ..indices import check_index, check_indices
+from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry
 from ..labels import LabelKeys
 from ..structure import Structure
+
+if TYPE_CHECKING:
+    from ..structure_batch import StructureBatch
 
 #: structures read per call whenever a whole file (or a selection of it) is scanned
 SCAN_CHUNK = 256
 
 
-def scan(read_many: Callable[[Sequence[int]], list], indices: Iterable[int], chunk: int = SCAN_CHUNK) -> Iterator[list]:
-    """``read_many`` over ``indices`` in order, ``chunk`` indices per call: the one chunked scan
-    (statistics, validation, packing, the cache, key checks and throughput all use it)."""
+def chunks(indices: Iterable[int], chunk: int = SCAN_CHUNK) -> Iterator[list[int]]:
+    """``indices`` in order as lists of at most ``chunk`` indices."""
     idx = indices if isinstance(indices, (range, list)) else list(indices)
     for start in range(0, len(idx), chunk):
-        yield read_many(list(idx[start : start + chunk]))
+        yield list(idx[start : start + chunk])
 
 
-def check_index(index: int, n: int, where: str) -> int:
-    """``index`` as an int in ``[0, n)``, negative counting from the end.
-
-    IndexError naming ``where`` (the file) and ``n`` when out of range; TypeError for an
-    index that is not a whole number (``2.5`` is never read as structure 2).
-    """
-    i = int(index)
-    if i != index:
-        raise TypeError(f"{where}: index must be an integer, got {index!r}")
-    if i < 0:
-        i += n
-    if not 0 <= i < n:
-        raise IndexError(f"{where}: structure index {index} out of range for {n} structures")
-    return i
+def scan(read_many: Callable[[Sequence[int]], list], indices: Iterable[int], chunk: int = SCAN_CHUNK) -> Iterator[list]:
+    """``read_many`` over ``indices`` in order, ``chunk`` indices per call: the one chunked scan
+    (statistics, validation, splits, packing, the cache, key checks and throughput all use it)."""
+    for part in chunks(indices, chunk):
+        yield read_many(part)
 
 
 class Reader(ABC):
@@ -130,6 +124,19 @@ class Reader(ABC):
         """Raw arrays of several structures, in the order given."""
         return [self.read(int(i)) for i in indices]
 
+    def read_batch(self, indices: Sequence[int], *, checked: bool = False) -> "StructureBatch":
+        """Structures ``indices`` as one ``StructureBatch`` (columns of concatenated arrays).
+
+        The default concatenates ``read_many``; readers that can gather a batch at once (packed)
+        override it. ``checked``: ``indices`` are already known to be in range."""
+        from ..structure_batch import StructureBatch
+
+        if checked:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        else:
+            idx = check_indices(indices, len(self), self.display_path)
+        return StructureBatch.from_structures(self.read_many(idx.tolist()), idx, self.key_registry, self.display_path)
+
     def label_keys(self, index: int) -> list[str]:
         """Names of the label-like keys structure ``index`` carries (used in error messages)."""
         return []
@@ -155,7 +162,7 @@ def check_configured_keys(reader: Reader, first: int = KEY_CHECK_STRUCTURES) -> 
     only on the periodic frames at the end of a file, say) is looked for in the rest, in chunks,
     before the error is raised.
     """
-    explicit = [label for label in ("energy", "forces", "stress") if not reader.keys.is_default(label)]
+    explicit = [label for label in STRUCTURE_LABELS if not reader.keys.is_default(label)]
     total = len(reader)
     if not explicit or total == 0:
         return

@@ -22,6 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..structure import Structure
+from ..indices import check_indices
 from .base import Reader
 from .ase_db.connection import is_url, mask_password, secret_parts
 
@@ -166,13 +167,7 @@ class MultiReader(Reader):
 
     def locate_many(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """[B] member numbers and [B] local indices of global ``indices`` (vectorised)."""
-        n = len(self)
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        idx = np.where(idx < 0, idx + n, idx)
-        bad = (idx < 0) | (idx >= n)
-        if bad.any():
-            first = int(np.asarray(indices).reshape(-1)[np.flatnonzero(bad)[0]])
-            raise IndexError(f"{self.display_path}: structure index {first} out of range for {n} structures")
+        idx = check_indices(indices, len(self), self.display_path)
         member = np.searchsorted(self.offsets, idx, side="right") - 1
         return member, idx - self.offsets[member]
 

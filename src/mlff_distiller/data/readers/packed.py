@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..keys import registry_of
 from ..packed.layout import read_header
+from ..properties import check_stored_properties
 from ..packed.opener import open_packed
 from ..packed.store import PackedStore
 from ..structure import Structure
@@ -32,15 +34,8 @@ class PackedReader(Reader):
 
     format_name = "packed"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        energy_key: str = "energy",
-        forces_key: str = "forces",
-        stress_key: str = "stress",
-    ) -> None:
-        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+    def __init__(self, path: str | os.PathLike, *, properties=None, extra_keys=None, **label_keys: str) -> None:
+        super().__init__(path, **label_keys)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such file")
         import h5py
@@ -57,9 +52,10 @@ class PackedReader(Reader):
         self.cutoff: Optional[float] = header["cutoff"]
         self.source = header["source"]
         self.metadata = header["metadata"]
-        self.key_registry = self.key_registry.extend(
+        self.key_registry = registry_of(extra_keys).extend(
             k for k in header["keys"].values() if self.key_registry.get(k.name) != k
         )
+        check_stored_properties(self.path, properties, header["keys"])  # read when the file was packed
         self._natoms: Optional[np.ndarray] = None
 
     def _open(self) -> PackedStore:
