@@ -55,7 +55,7 @@ def test_bad_shapes_and_values_name_file_index_key():
 
 def test_default_keys_try_aliases_explicit_keys_do_not():
     keys = LabelKeys()
-    assert keys.candidates("forces") == ("forces", "force")
+    assert keys.candidates("forces") == ("forces", "force", "REF_forces")  # MACE's convention last
     assert "virial" in keys.candidates("stress")
     explicit = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
     assert explicit.candidates("energy") == ("REF_energy",)

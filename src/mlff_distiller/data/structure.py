@@ -18,6 +18,8 @@ from .keys import ATOM, DEFAULT_KEYS, LIST, STRUCTURE_LABELS, KeyRegistry
 
 #: the labels that are fields of ``Structure`` (the rest travel in ``extras``)
 LABEL_NAMES = STRUCTURE_LABELS
+#: extras that are ASE calculator properties: ``structure_to_atoms`` puts them in the calculator
+CALC_RESULTS = ("energies", "free_energy", "charges", "magmoms", "magmom", "dipole")
 
 
 @dataclass
@@ -57,7 +59,8 @@ def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False, 
 
     ASE keeps stress as the 6 Voigt components; ``symmetric_stress=True`` (used by writers, where
     that is what gets stored) refuses a stress that is not exactly symmetric instead of averaging it.
-    Extras: ``energies`` is a calculator result (``atoms.get_potential_energies()``), other
+    Extras: ``energies``, ``charges``, ``magmoms``, ``dipole``, ``magmom`` and ``free_energy`` are
+    calculator results (``atoms.get_potential_energies()``, ``get_charges()``...), other
     per-atom extras go to ``atoms.arrays`` (``hvp`` [N, K, 3]...), per-structure ones to
     ``atoms.info`` (``sample_method``, ``config_type``...).
     """
@@ -86,8 +89,8 @@ def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False, 
         results["stress"] = full_3x3_to_voigt_6_stress(stress)
     for name, value in structure.extras.items():
         key = keys.require(name)
-        if name == "energies":
-            results["energies"] = np.asarray(value, dtype=np.float64)
+        if name in CALC_RESULTS:  # ASE calculator properties: atoms.get_charges(), get_dipole_moment()...
+            results[name] = np.asarray(value, dtype=np.float64) if np.ndim(value) else float(value)
         elif key.kind == ATOM:
             atoms.arrays[name] = np.array(value)
         elif key.kind == LIST or np.ndim(value) == 0:

@@ -1,38 +1,50 @@
-"""Unit strings as files write them -> factors to ASE units (eV, Å), with a dimension check.
+"""Unit strings as files write them -> factors to ASE units (eV, Å, e), with a dimension check.
 
 Understands the spellings real files use: ``hartree``, ``Ha``, ``bohr``, ``kcal/mol``,
 ``kcal/mol/Angstrom``, ``hartree/bohr``, pint-style ``kilojoule_per_mole``, ``nanometer ** 2``,
-``eV/Å``... A unit is parsed into a factor (value of one unit in ASE units, from ``ase.units``)
-and a dimension (powers of energy and length); converting a quantity checks that the unit has the
-quantity's dimension, so a force stored "in hartree" is an error rather than a silent mistake.
+``eV/Å``, ``elementary_charge*bohr``, ``Debye``, SchNetPack's ``eAng``... A unit is parsed into a
+factor (value of one unit in ASE units, from ``ase.units``) and a dimension (powers of energy,
+length and charge); converting a quantity checks that the unit has the quantity's dimension, so a
+force stored "in hartree" is an error rather than a silent mistake.
 
 Example: ``conversion("hartree/bohr", "gradient").factor`` is 51.422... (eV/Å per Ha/bohr).
+
+``LabelUnits`` holds the user's unit options of every reader (``energy_unit=``, ``forces_unit=``,
+``stress_unit=``, ``length_unit=``): they override what a file declares, and a label whose unit
+cannot be told from them (forces read with only ``energy_unit`` given) is an error, never a guess.
+``convert_to(unit, target)`` converts any declared property (charges in ``e``, dipoles in
+``e*Å``...) into the unit its key declares.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import ase.units as U
 
-#: dimension = (power of energy, power of length)
-Dimension = tuple[int, int]
+#: dimension = (power of energy, power of length, power of charge)
+Dimension = tuple[int, int, int]
 
 #: the dimension and ASE unit name of each quantity a reader converts
 QUANTITIES: dict[str, tuple[Dimension, str]] = {
-    "energy": ((1, 0), "eV"),
-    "length": ((0, 1), "Å"),
-    "positions": ((0, 1), "Å"),
-    "forces": ((1, -1), "eV/Å"),
-    "gradient": ((1, -1), "eV/Å"),
-    "virial": ((1, 0), "eV"),
-    "stress": ((1, -3), "eV/Å^3"),
+    "energy": ((1, 0, 0), "eV"),
+    "length": ((0, 1, 0), "Å"),
+    "positions": ((0, 1, 0), "Å"),
+    "forces": ((1, -1, 0), "eV/Å"),
+    "gradient": ((1, -1, 0), "eV/Å"),
+    "virial": ((1, 0, 0), "eV"),
+    "stress": ((1, -3, 0), "eV/Å^3"),
+    "charge": ((0, 0, 1), "e"),
+    "dipole": ((0, 1, 1), "e*Å"),
 }
 
-_E = (1, 0)
-_L = (0, 1)
-_ONE = (0, 0)
+_E = (1, 0, 0)
+_L = (0, 1, 0)
+_Q = (0, 0, 1)
+_QL = (0, 1, 1)
+_ONE = (0, 0, 0)
 
 #: base unit names (lower case) -> (value in ASE units, dimension)
 BASE_UNITS: dict[str, tuple[float, Dimension]] = {
@@ -73,6 +85,15 @@ BASE_UNITS: dict[str, tuple[float, Dimension]] = {
     "meter": (U.m, _L),
     "cm": (1e-2 * U.m, _L),
     "centimeter": (1e-2 * U.m, _L),
+    # charge and dipole moment (e, e*Å)
+    "e": (1.0, _Q),
+    "elementary_charge": (1.0, _Q),
+    "electron_charge": (1.0, _Q),
+    "coulomb": (1.0 / U._e, _Q),
+    "debye": (U.Debye, _QL),
+    "d": (U.Debye, _QL),
+    "eang": (1.0, _QL),  # SchNetPack's 'eAng'
+    "ebohr": (U.Bohr, _QL),
     # amount of substance: a pure number in ASE (units.mol = Avogadro's number)
     "mol": (U.mol, _ONE),
     "mole": (U.mol, _ONE),
@@ -80,6 +101,14 @@ BASE_UNITS: dict[str, tuple[float, Dimension]] = {
 }
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)|(?P<name>[^\W\d][\w]*)|(?P<op>\*\*|[-+*/^()]))")
+
+
+def _add(a: Dimension, b: Dimension) -> Dimension:
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def _sub(a: Dimension, b: Dimension) -> Dimension:
+    return tuple(x - y for x, y in zip(a, b))
 
 
 class UnitError(ValueError):
@@ -151,12 +180,12 @@ class _Parser:
                 self.take()
                 f2, d2 = self.term()
                 if tok[1] == "/":
-                    factor, dim = factor / f2, (dim[0] - d2[0], dim[1] - d2[1])
+                    factor, dim = factor / f2, _sub(dim, d2)
                 else:
-                    factor, dim = factor * f2, (dim[0] + d2[0], dim[1] + d2[1])
+                    factor, dim = factor * f2, _add(dim, d2)
             else:  # juxtaposition, e.g. "kJ mol^-1"
                 f2, d2 = self.term()
-                factor, dim = factor * f2, (dim[0] + d2[0], dim[1] + d2[1])
+                factor, dim = factor * f2, _add(dim, d2)
 
     def term(self) -> tuple[float, Dimension]:
         factor, dim = self.atom()
@@ -173,7 +202,7 @@ class _Parser:
             if power != int(power):
                 raise UnitError(f"non-integer exponent in unit {self.text!r}")
             p = int(power)
-            factor, dim = factor**p, (dim[0] * p, dim[1] * p)
+            factor, dim = factor**p, tuple(d * p for d in dim)
         return factor, dim
 
     def atom(self) -> tuple[float, Dimension]:
@@ -229,4 +258,147 @@ def convert_factor(unit: str, quantity: str) -> float:
     return conversion(unit, quantity).factor
 
 
-__all__ = ["BASE_UNITS", "Conversion", "QUANTITIES", "UnitError", "conversion", "convert_factor", "parse_unit"]
+def convert_to(unit, target: str) -> float:
+    """The factor turning values stored in ``unit`` into ``target`` (a key's declared unit, e.g.
+    ``'e*Å'``). A number as ``unit`` (SchNetPack writes ``1.0`` for dimensionless properties) is
+    accepted as 1.0 only: "no conversion", whatever ``target`` is. UnitError for an unknown unit or
+    one of another dimension."""
+    if isinstance(unit, (int, float)) and not isinstance(unit, bool):
+        if float(unit) != 1.0:
+            raise UnitError(f"unit given as the number {unit!r}; only 1 (no conversion) is understood")
+        return 1.0
+    if isinstance(unit, bytes):
+        unit = unit.decode()
+    src_factor, src_dim = parse_unit(unit)
+    if not str(target).strip():
+        dst_factor, dst_dim = 1.0, _ONE
+    else:
+        try:
+            dst_factor, dst_dim = parse_unit(target)
+        except UnitError:
+            if str(unit).strip() == str(target).strip():
+                return 1.0
+            raise UnitError(f"cannot convert {unit!r} to {target!r} (no conversion known for {target!r})") from None
+    if src_dim != dst_dim:
+        raise UnitError(f"unit {unit!r} is not a unit of {target or 'a dimensionless number'}")
+    return float(src_factor / dst_factor)
+
+
+# -- the unit options every reader takes ---------------------------------------------------------
+
+#: reader option -> the quantity it gives the unit of
+UNIT_OPTIONS: dict[str, str] = {
+    "energy_unit": "energy",
+    "forces_unit": "forces",
+    "stress_unit": "stress",
+    "length_unit": "positions",
+}
+#: label -> the option giving its unit
+LABEL_OPTION = {"energy": "energy_unit", "forces": "forces_unit", "stress": "stress_unit"}
+
+
+_OPTION_OF_UNIT = {"eV": "energy", "eV/Å": "forces", "eV/Å³": "stress", "Å": "length"}
+
+
+@dataclass(frozen=True)
+class LabelUnits:
+    """The user's ``energy_unit=``/``forces_unit=``/``stress_unit=``/``length_unit=`` options.
+
+    Each is ``None`` (the file's own declaration or convention applies) or a ``Conversion`` to
+    ASE units that overrides whatever the file says. A label read while its unit cannot be told
+    from the options — forces when only ``energy_unit`` or ``length_unit`` rescales — is an error
+    naming the option to add (:meth:`factor`). A virial is an energy: ``energy_unit`` converts it.
+    """
+
+    energy: Optional[Conversion] = None
+    forces: Optional[Conversion] = None
+    stress: Optional[Conversion] = None
+    length: Optional[Conversion] = None
+
+    @classmethod
+    def from_options(cls, energy_unit=None, forces_unit=None, stress_unit=None, length_unit=None) -> "LabelUnits":
+        """Parse the options (UnitError naming the option for an unknown unit or wrong dimension)."""
+        out = {}
+        for option, value in (("energy_unit", energy_unit), ("forces_unit", forces_unit),
+                              ("stress_unit", stress_unit), ("length_unit", length_unit)):
+            if value is None:
+                continue
+            if not isinstance(value, (str, bytes)):
+                raise TypeError(f"{option} must be a unit string such as 'kcal/mol', got {value!r}")
+            try:
+                out[option[: -len("_unit")]] = conversion(value, UNIT_OPTIONS[option])
+            except UnitError as exc:
+                raise UnitError(f"{option}={value!r}: {exc}") from None
+        return cls(**out)
+
+    @classmethod
+    def pop_from(cls, options: dict) -> "LabelUnits":
+        """The unit options removed from a dict of reader options."""
+        return cls.from_options(**{k: options.pop(k) for k in list(options) if k in UNIT_OPTIONS})
+
+    @property
+    def given(self) -> bool:
+        return any(c is not None for c in (self.energy, self.forces, self.stress, self.length))
+
+    def scale(self, name: str) -> float:
+        conv = getattr(self, name)
+        return 1.0 if conv is None else conv.factor
+
+    @property
+    def rescales(self) -> bool:
+        """Whether energy or length is converted by a factor other than 1 (labels then need their units)."""
+        return self.scale("energy") != 1.0 or self.scale("length") != 1.0
+
+    def factor(self, label: str, *, virial: bool = False, where: str = "") -> Optional[float]:
+        """The factor for ``label`` ('energy', 'forces', 'stress'; ``virial``: the stress was read
+        from a virial key, an energy). None when no option gives it and none is needed (the file's
+        own unit applies); UnitError when energy/length are rescaled but this label's unit is not given."""
+        if label == "stress" and virial:
+            label = "energy"
+        conv = getattr(self, label)
+        if conv is not None:
+            return conv.factor
+        if label != "energy" and self.rescales:
+            given = ", ".join(f"{k}_unit={getattr(self, k).unit!r}" for k in ("energy", "length")
+                              if getattr(self, k) is not None)
+            raise UnitError(
+                f"{where + ': ' if where else ''}{given} is given but {LABEL_OPTION[label]} is not; "
+                f"cannot tell the unit of the {label} (pass {LABEL_OPTION[label]}=..., e.g. "
+                f"'{(self.energy.unit if self.energy else 'eV')}/{(self.length.unit if self.length else 'Å')}"
+                f"{'^3' if label == 'stress' else ''}')"
+            )
+        return None
+
+    def for_unit(self, unit: str) -> Optional[float]:
+        """The option factor for a property declared in ``unit`` (``'eV'`` -> ``energy_unit``,
+        ``'eV/Å'`` -> ``forces_unit``, ``'eV/Å³'`` -> ``stress_unit``, ``'Å'`` -> ``length_unit``),
+        or None when no option gives that unit."""
+        name = _OPTION_OF_UNIT.get(str(unit).replace("^3", "³"))
+        conv = getattr(self, name) if name else None
+        return None if conv is None else conv.factor
+
+    def describe(self) -> dict[str, str]:
+        """quantity -> description of each conversion an option asks for (for ``reader.units``)."""
+        out = {}
+        for label, quantity in (("length", "positions"), ("energy", "energy"), ("forces", "forces"),
+                                ("stress", "stress")):
+            conv = getattr(self, label)
+            if conv is not None:
+                out[quantity] = f"{conv.describe()} [{label}_unit=]"
+        return out
+
+
+def is_identity(description: str) -> bool:
+    """Whether a ``reader.units`` description converts nothing (every factor x1 or 'no conversion'):
+    the CLI prints no note for those."""
+    parts = [p for p in str(description).split("; ") if p.strip()]
+    factors = [re.findall(r"\(x([-+0-9.eE]+)\)", p) for p in parts]
+    return bool(parts) and all(
+        ("no conversion" in p) or (f and all(float(x) == 1.0 for x in f)) for p, f in zip(parts, factors)
+    )
+
+
+__all__ = [
+    "BASE_UNITS", "Conversion", "QUANTITIES", "UnitError", "conversion", "convert_factor", "parse_unit",
+    "convert_to", "UNIT_OPTIONS", "LabelUnits", "is_identity",
+]

@@ -71,6 +71,17 @@ def guess_format(path: str | os.PathLike) -> str:
     )
 
 
+def guess_or_ase(path: str | os.PathLike) -> str:
+    """``guess_format``, falling back to the ASE database for a suffix that says nothing (an
+    ASE db may be named anything; its reader checks the file is one)."""
+    try:
+        return guess_format(path)
+    except ValueError:
+        if is_url(str(path)):
+            raise
+        return "ase"
+
+
 def check_format_matches(path: str, fmt: str) -> str:
     """``fmt``, or ValueError when ``path``'s suffix clearly belongs to another format."""
     try:
@@ -98,7 +109,38 @@ def open_reader(path: str | os.PathLike, format: str | None = None, **options) -
     Raises FileNotFoundError for a missing file and ValueError for an unknown format.
     """
     fmt = normalize_format(format) if format is not None else guess_format(path)
-    return reader_class(fmt)(path, **options)
+    cls = reader_class(fmt)
+    check_reader_options(cls, fmt, options)
+    return cls(path, **options)
+
+
+def reader_options(cls: type[Reader]) -> list[str]:
+    """The keyword options a reader class takes (besides the path)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "path")]
+
+
+def check_reader_options(cls: type[Reader], fmt: str, options: dict) -> None:
+    """TypeError naming a misspelt or unknown reader option and listing those ``fmt`` takes (an
+    HDF5 reader checks its layout's own options itself)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params) and fmt == "hdf5":
+        return
+    accepted = reader_options(cls)
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        accepted += ["energy_key", "forces_key", "stress_key"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, accepted, 1)) else repr(u)
+                 for u in unknown]
+        raise TypeError(f"format {fmt!r} does not take option(s) {', '.join(hints)}; "
+                        f"its options: {', '.join(sorted(set(accepted)))}")
 
 
 __all__ = [
@@ -109,6 +151,9 @@ __all__ = [
     "normalize_format",
     "guess_format",
     "check_format_matches",
+    "guess_or_ase",
+    "reader_options",
+    "check_reader_options",
     "supported_formats",
     "READERS",
 ]

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from ...errors import DataFormatError
-from ...keys import STRUCTURE_EXTRAS
-from ...labels import finalize_labels, find_extras
+from ...keys import ATOM, STRUCTURE, STRUCTURE_EXTRAS, registry_of
+from ...labels import finalize_labels, find_extras, is_virial_key
+from ...properties import PropertiesLike, PropertySource, declare_properties, parse_properties, read_properties
 from ...structure import LABEL_NAMES, Structure
+from ...units import LabelUnits, UnitError
 from ..base import Reader
 from ..checks import check_structure
 from .connection import DbHandle, DbLocation, is_url, mask_password, secret_parts
-from .rows import CALC_COLUMNS, RawRow, decode_data_value, raw_from_atomsrow, raw_from_tuple
+from .rows import (
+    ARRAY_COLUMNS, CALC_COLUMNS, CALC_PER_ATOM, RawRow, decode_data_value, fixed_atoms, raw_from_atomsrow,
+    raw_from_tuple,
+)
 from .units import read_db_units
 
 #: rows fetched per SQL query by ``read_many``
@@ -60,24 +65,49 @@ class AseDbReader(Reader):
         forces_key: str = "forces",
         stress_key: str = "stress",
         fast_sqlite: bool = True,
+        select: Union[None, str, Mapping] = None,
+        properties: PropertiesLike = None,
+        extra_keys=None,
+        energy_unit: Optional[str] = None,
+        forces_unit: Optional[str] = None,
+        stress_unit: Optional[str] = None,
+        length_unit: Optional[str] = None,
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         self._db = DbLocation(self.path)
         self.path = self.display_path = self._db.display  # the password only in self._db (hidden)
         self._fast = bool(fast_sqlite) and self._db.db_type == "db"
+        if select is not None and not isinstance(select, (str, Mapping)):
+            raise TypeError(f"select must be an ASE query string or a dict of conditions, got {type(select).__name__}")
+        #: the ASE query (``'natoms<50,config_type=bulk'`` or ``{'config_type': 'bulk'}``) rows must match
+        self.select = select
+        self._unit_options = LabelUnits.from_options(energy_unit, forces_unit, stress_unit, length_unit)
+        self._properties = parse_properties(properties)
+        #: label/property -> keys the values were read from (``labels.inspect_labels``)
+        self.used_keys: dict[str, set] = {}
         self._columns: tuple[str, ...] = ()
         if self._db.db_type == "db":  # before ase.db could add its tables to a foreign SQLite file
             self._columns = self._db.sqlite_columns()
         self._ids, self._natoms = self._build_index()
         metadata = self._db.guard("reading metadata", lambda: self.handle.db.metadata)
         self.metadata = dict(metadata or {})
-        self._units = read_db_units(metadata, self.keys, self._db.error)
+        self._units = read_db_units(metadata, self.keys, self._db.error, self._unit_options)
         self.units = self._units.described
         self._calc_needed = {
             label: tuple(k for k in self.keys.candidates(label) if k in CALC_COLUMNS) for label in LABEL_NAMES
         }
-        needed = dict.fromkeys(k for label in LABEL_NAMES for k in self._calc_needed[label])
+        wanted = {k for p in self._properties for k in p.candidates}
+        needed = dict.fromkeys(
+            [k for label in LABEL_NAMES for k in self._calc_needed[label]]
+            + [c for c in CALC_COLUMNS if c in wanted]
+            + [c for c in ARRAY_COLUMNS if c in wanted]
+            + (["constraints"] if wanted & {"fixed", "constraints"} else [])
+        )
         self._sql_one, self._row_columns = self._row_query(needed)
+        self.key_registry = declare_properties(
+            self._properties, registry_of(extra_keys), lambda i: self._sources(self._fetch(i), i),
+            lambda i: int(self._natoms[i]), len(self), path=self.display_path,
+        )
 
     def _open(self) -> DbHandle:
         return self._db.open(self._fast)
@@ -85,6 +115,8 @@ class AseDbReader(Reader):
     # -- the index: ids and atom counts in one query ----------------------------------
     def _build_index(self) -> tuple[np.ndarray, np.ndarray]:
         guard = self._db.guard
+        if self.select is not None:
+            return self._selected_index()
         if self._fast:
             sql = "SELECT id, length(numbers) FROM systems ORDER BY id"
             rows = guard("listing rows", lambda: self.handle.con.execute(sql).fetchall())
@@ -104,6 +136,26 @@ class AseDbReader(Reader):
         natoms = np.array([p[1] for p in pairs], dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         return ids[order], natoms[order]
+
+    def _selected_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and atom counts of the rows matching ``select``, in id order (``ase.db``'s query)."""
+        sel = self.select
+        args, kwargs = ((), dict(sel)) if isinstance(sel, Mapping) else ((sel,), {})
+
+        def query():
+            rows = self.handle.db.select(*args, columns=["id", "numbers"], include_data=False, **kwargs)
+            return [(int(row.id), len(row.numbers)) for row in rows]
+
+        try:
+            pairs = query()
+        except (ValueError, KeyError, TypeError, AttributeError, SyntaxError) as exc:
+            raise ValueError(f"{self.display_path}: select={sel!r} is not a query ASE understands "
+                             f"({type(exc).__name__}: {self._db.scrub(str(exc))})") from None
+        except Exception:
+            pairs = self._db.guard("selecting rows", query)
+        pairs.sort()
+        ids = np.array([p[0] for p in pairs], dtype=np.int64)
+        return ids, np.array([p[1] for p in pairs], dtype=np.int64)
 
     # -- fetching raw rows ------------------------------------------------------------
     def _row_query(self, calc_columns: Iterable[str]) -> tuple[str, tuple[str, ...]]:
@@ -171,11 +223,25 @@ class AseDbReader(Reader):
                 index, name, f"row id {raw.row_id}: cannot decode ({type(exc).__name__}: {exc})"
             ) from None
 
+    def _label_factor(self, label: str, key: str, from_calc: bool, index: int) -> float:
+        """The factor of ``label`` read from ``key``: the user's unit option, else the metadata's
+        (kvp/data only), else 1."""
+        if self._unit_options.given:
+            try:
+                factor = self._unit_options.factor(label, virial=label == "stress" and is_virial_key(key),
+                                                   where=f"{self.display_path}, structure {index}")
+            except UnitError as exc:
+                raise DataFormatError(str(exc)) from None
+            if factor is not None:
+                return factor
+        return 1.0 if from_calc else self._units.factors.get((label, key), 1.0)
+
     def _find_label(self, raw: RawRow, label: str, index: int) -> tuple[Optional[str], Any]:
         """(key, value in ASE units) of ``label``: calculator, then kvp, then data; (None, None) if absent."""
         for key in self._calc_needed[label]:
             if key in raw.calc:
-                return key, raw.calc[key]
+                factor = self._label_factor(label, key, True, index)
+                return key, raw.calc[key] if factor == 1.0 else np.asarray(raw.calc[key]) * factor
         candidates = self.keys.candidates(label)
         found = None
         kvp = self._source(raw, "key_value_pairs", index)
@@ -195,7 +261,7 @@ class AseDbReader(Reader):
         if found is None:
             return None, None
         key, value = found
-        factor = self._units.factors.get((label, key), 1.0)
+        factor = self._label_factor(label, key, False, index)
         if factor != 1.0:
             arr = np.asarray(value)
             if arr.dtype.kind not in "fiu":
@@ -223,11 +289,48 @@ class AseDbReader(Reader):
                 STRUCTURE_EXTRAS, self.key_registry, natoms=natoms, path=self.display_path, index=index,
                 decode=decode_data_value,
             )
+            if self._properties:
+                extras.update(read_properties(
+                    self._properties, self._sources(raw, index), self.key_registry, natoms=natoms,
+                    path=self.display_path, index=index, units=self._unit_options, used=self.used_keys,
+                ))
         except DataFormatError as exc:
             raise DataFormatError(f"{exc} (row id {raw.row_id})") from None
+        for label, value in (("energy", energy), ("forces", forces), ("stress", stress)):
+            if value is not None:
+                self.used_keys.setdefault(label, set()).add(keys[label])
         structure = Structure(positions=positions, numbers=raw.numbers, cell=cell, pbc=raw.pbc,
                               energy=energy, forces=forces, stress=stress, extras=extras)
         return check_structure(structure, path=self.display_path, index=index, names={"numbers": "numbers"})
+
+    def _sources(self, raw: RawRow, index: int) -> list[PropertySource]:
+        """Where a row keeps property values (see ``properties.py``): calculator results, per-atom
+        arrays, FixAtoms constraints (``fixed``), key-value pairs, then ``row.data``."""
+        natoms = int(raw.numbers.shape[0])
+        calc_atom = {k: v for k, v in raw.calc.items() if k in CALC_PER_ATOM}
+        calc_structure = {k: v for k, v in raw.calc.items() if k not in CALC_PER_ATOM}
+        arrays = {k: v for k, v in raw.arrays.items() if k != "constraints"}
+        units = self._units.property_units
+
+        def unit(key: str):
+            return units.get(key)
+
+        sources = [
+            PropertySource(calc_atom, ATOM, "the calculator results"),
+            PropertySource(calc_structure, STRUCTURE, "the calculator results"),
+            PropertySource(arrays, ATOM, "the per-atom arrays"),
+        ]
+        if any("fixed" in p.candidates for p in self._properties):
+            try:
+                fixed = fixed_atoms(raw.arrays.get("constraints"), natoms)
+            except Exception as exc:  # a constraint ASE cannot rebuild
+                raise self._db.error(index, "constraints", f"row id {raw.row_id}: cannot decode ({exc})") from None
+            sources.append(PropertySource({"fixed": fixed}, ATOM, "the constraints"))
+        sources += [
+            PropertySource(self._source(raw, "key_value_pairs", index), STRUCTURE, "the key-value pairs", unit),
+            PropertySource(self._source(raw, "data", index), None, "row.data", unit, read=decode_data_value),
+        ]
+        return sources
 
     # -- the interface ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -252,15 +355,23 @@ class AseDbReader(Reader):
         idx = [self._check_index(i) for i in indices]
         return [self._structure(raw, i) for raw, i in zip(self._fetch_many(idx), idx)]
 
-    def read_atoms(self, index: int):
+    def read_atoms(self, index: int, *, with_info: bool = False):
         """``row.toatoms()`` of structure ``index``: the original Atoms with its calculator.
 
         Unlike :meth:`read`, no unit conversion and no label lookup: exactly what ASE gives.
+        ``with_info``: also the row's key-value pairs in ``atoms.info`` and its ``row.data`` as
+        ``atoms.info['data']`` (``row.toatoms()`` leaves both out).
         """
         i = self._check_index(index)
         row_id = int(self._ids[i])
         row = self._db.guard("reading a row", lambda: self.handle.db.get(id=row_id), i)
-        return row.toatoms()
+        atoms = row.toatoms()
+        if with_info:
+            atoms.info.update(row.key_value_pairs)
+            data = row.get("data")
+            if data:
+                atoms.info["data"] = dict(data)
+        return atoms
 
     def label_keys(self, index: int) -> list[str]:
         """Label-like keys of structure ``index``: calculator results, numeric kvp, data keys."""

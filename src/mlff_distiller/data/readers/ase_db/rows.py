@@ -22,6 +22,16 @@ from ...errors import DataFormatError
 
 #: calculator results ASE stores as columns of its ``systems`` table
 CALC_COLUMNS = ("energy", "free_energy", "forces", "stress", "dipole", "magmoms", "magmom", "charges")
+#: calculator results that hold one value per atom
+CALC_PER_ATOM = ("forces", "magmoms", "charges", "energies")
+#: per-atom arrays ASE stores as columns (name -> (dtype, row shape)), as ``ase.db.sqlite`` decodes them
+ARRAY_COLUMNS = {
+    "initial_magmoms": (np.float64, None),
+    "initial_charges": (np.float64, None),
+    "masses": (np.float64, None),
+    "tags": (np.int32, None),
+    "momenta": (np.float64, (-1, 3)),
+}
 
 #: ``error(index, key, problem)`` -> an exception naming the database
 ErrorFn = Callable[[Optional[int], Optional[str], str], DataFormatError]
@@ -39,6 +49,8 @@ class RawRow:
     cell: np.ndarray  # [3, 3] float64, Å
     pbc: np.ndarray  # [3] bool
     calc: dict[str, Any]  # calculator results present in the row
+    #: per-atom arrays fetched (``ARRAY_COLUMNS``), and ``constraints`` as stored (JSON text or a list)
+    arrays: dict[str, Any] = field(default_factory=dict)
     load_kvp: Callable[[], Mapping] = field(repr=False, default=dict)
     load_data: Callable[[], Mapping] = field(repr=False, default=dict)
     _kvp: Optional[Mapping] = field(default=None, repr=False)
@@ -185,6 +197,12 @@ def raw_from_tuple(values: Sequence, columns: Sequence[str], index: int, error: 
         elif not isinstance(x, (int, float)) or isinstance(x, bool):
             raise error(index, c, f"row id {row_id}: expected a number or a binary array, got {x!r:.60}")
         calc[c] = x
+    arrays = {}
+    for c, (dtype, shape) in ARRAY_COLUMNS.items():
+        if v.get(c) is not None:
+            arrays[c] = blob(c, dtype, shape)
+    if v.get("constraints") is not None:
+        arrays["constraints"] = v["constraints"]
     kvp_text = v.get("key_value_pairs")
     data_blob = v.get("data")
 
@@ -196,7 +214,7 @@ def raw_from_tuple(values: Sequence, columns: Sequence[str], index: int, error: 
             return {}
         return decode(data_blob) if isinstance(data_blob, str) else LazyData(data_blob)
 
-    return RawRow(int(v["id"]), numbers, positions, cell, pbc, calc, load_kvp, load_data)
+    return RawRow(int(v["id"]), numbers, positions, cell, pbc, calc, arrays, load_kvp, load_data)
 
 
 def raw_from_atomsrow(row) -> RawRow:
@@ -205,6 +223,9 @@ def raw_from_atomsrow(row) -> RawRow:
     calc = {c: row.get(c) for c in CALC_COLUMNS if c not in kvp and row.get(c) is not None}
     cell = row.cell if row.get("cell") is not None else np.zeros((3, 3))
     pbc = row.pbc if row.get("pbc") is not None else np.zeros(3, bool)
+    arrays = {c: np.array(row.get(c)) for c in ARRAY_COLUMNS if row.get(c) is not None}
+    if row.get("constraints"):
+        arrays["constraints"] = row.get("constraints")
     return RawRow(
         int(row.id),
         np.array(row.numbers, dtype=np.int64),
@@ -212,9 +233,31 @@ def raw_from_atomsrow(row) -> RawRow:
         np.array(cell, dtype=np.float64),
         np.array(pbc, dtype=bool),
         calc,
+        arrays,
         lambda: kvp,
         lambda: dict(row.data),
     )
 
 
-__all__ = ["CALC_COLUMNS", "RawRow", "LazyData", "decode_data_value", "raw_from_tuple", "raw_from_atomsrow"]
+def fixed_atoms(constraints: Any, natoms: int) -> np.ndarray:
+    """[N] bool: atoms a ``FixAtoms`` constraint holds (all False without one). ``constraints`` is
+    what the row stores: JSON text (SQLite) or a list of constraint dicts/objects; decoded as
+    ``ase.db.row.AtomsRow.constraints`` does (``ase.constraints.dict2constraint``)."""
+    from ase.constraints import FixAtoms, dict2constraint
+    from ase.io.jsonio import decode
+
+    mask = np.zeros(natoms, dtype=bool)
+    if not constraints:
+        return mask
+    items = decode(constraints) if isinstance(constraints, str) else constraints
+    for c in items:
+        if isinstance(c, dict):
+            c = dict(c)
+            name = c.pop("__name__", None)
+            c = dict2constraint({"name": name, "kwargs": c} if name else c)
+        if isinstance(c, FixAtoms):
+            mask[np.asarray(c.index, dtype=np.int64)] = True
+    return mask
+
+
+__all__ = ["CALC_COLUMNS", "CALC_PER_ATOM", "ARRAY_COLUMNS", "fixed_atoms", "RawRow", "LazyData", "decode_data_value", "raw_from_tuple", "raw_from_atomsrow"]

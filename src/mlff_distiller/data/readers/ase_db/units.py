@@ -2,17 +2,20 @@
 
 ``metadata['_distance_unit']`` scales positions and cell to Å; ``metadata['_property_unit_dict']``
 gives each property key's unit (energy -> eV, forces -> eV/Å, stress -> eV/Å³, a virial key ->
-eV). Conversions come from :mod:`mlff_distiller.data.units`; they apply to values read from
-key_value_pairs/data, never to calculator results (ASE keeps those in its own units).
+eV; other properties -> their declared unit, see ``properties.py``). Conversions come from
+:mod:`mlff_distiller.data.units`; they apply to values read from key_value_pairs/data, never to
+calculator results (ASE keeps those in its own units). The user's unit options
+(``energy_unit=``... , ``units.LabelUnits``) override the metadata and apply to every source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ...labels import LabelKeys, is_virial_key
 from ...structure import LABEL_NAMES
-from ...units import UnitError, conversion
+from ...units import LabelUnits, UnitError, conversion
 from .rows import ErrorFn
 
 
@@ -26,18 +29,24 @@ class DbUnits:
     factors: dict[tuple[str, str], float] = field(default_factory=dict)
     #: label -> description of the conversions applied, for ``reader.units``
     described: dict[str, str] = field(default_factory=dict)
+    #: key -> unit as ``metadata['_property_unit_dict']`` records it (for properties)
+    property_units: dict = field(default_factory=dict)
 
 
-def read_db_units(metadata, keys: LabelKeys, error: ErrorFn) -> DbUnits:
-    """The conversions a SchNetPack ``metadata`` declares for every key a label may be read from.
+def read_db_units(metadata, keys: LabelKeys, error: ErrorFn, options: Optional[LabelUnits] = None) -> DbUnits:
+    """The conversions a SchNetPack ``metadata`` declares for every key a label may be read from,
+    with the user's ``options`` overriding them (their descriptions replace the metadata's).
 
     DataFormatError (via ``error``) for an unknown unit or a malformed unit dict.
     """
     out = DbUnits()
+    if options is not None and options.length is not None:
+        out.distance = options.length.factor
+    out.described.update(options.describe() if options is not None else {})
     if not isinstance(metadata, dict):
         return out
     distance = metadata.get("_distance_unit")
-    if distance is not None:
+    if distance is not None and not (options is not None and options.length is not None):
         try:
             conv = conversion(distance, "positions")
         except UnitError as exc:
@@ -50,7 +59,10 @@ def read_db_units(metadata, keys: LabelKeys, error: ErrorFn) -> DbUnits:
         return out
     if not isinstance(units, dict):
         raise error(None, "_property_unit_dict", "metadata entry is not a dict")
+    out.property_units = dict(units)
     for label in LABEL_NAMES:
+        if label in out.described and options is not None and getattr(options, label) is not None:
+            continue  # the option overrides the metadata
         notes = []
         for key in keys.candidates(label):
             if key not in units:

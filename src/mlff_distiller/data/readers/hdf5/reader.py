@@ -24,8 +24,12 @@ import h5py
 import numpy as np
 
 from ...errors import DataFormatError, format_error
+from ...keys import registry_of
+from ...properties import PropertiesLike, declare_properties, parse_properties, read_properties
 from ...structure import Structure
+from ...units import UNIT_OPTIONS, LabelUnits
 from ..base import Reader, read_metadata_attr
+from ..files import identities
 from .layouts import (
     PACKED,
     H5Files,
@@ -62,8 +66,12 @@ class Hdf5Reader(Reader):
             (external raw storage, virtual datasets). Off by default: a file from a stranger
             must not make the reader open other files of this machine (DataFormatError naming
             the link instead).
-        **options: layout options (``type_map`` for DeePMD; ``energy_unit``, ``forces_unit``,
-            ``length_unit`` for schnetpack MD logs); anything else is a TypeError.
+        properties: extra properties to read (``properties.py``; SPICE/ANI/modelforge charges,
+            dipoles, SPICE's total charge...), extra_keys: declarations of undeclared ones.
+        energy_unit, forces_unit, stress_unit, length_unit: the unit of the stored values, overriding
+            the file's unit attributes and the layout's convention (``units.LabelUnits``).
+        **options: layout options (``type_map`` for DeePMD); anything else is a TypeError listing
+            the layout's options.
     """
 
     format_name = "hdf5"
@@ -78,13 +86,21 @@ class Hdf5Reader(Reader):
         stress_key: str = "stress",
         nan_as_missing: bool = False,
         allow_external_links: bool = False,
+        properties: PropertiesLike = None,
+        extra_keys=None,
         **options,
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        unit_options = {k: options[k] for k in UNIT_OPTIONS if k in options}
+        label_units = LabelUnits.pop_from(options)
+        self._properties = parse_properties(properties)
+        #: label/property -> keys the values were read from (``labels.inspect_labels``)
+        self.used_keys: dict[str, set] = {}
         self._layout = None
         self._delegate: Optional[Reader] = None
         self.allow_external_links = bool(allow_external_links)
         self.paths = resolve_paths(self.path)
+        self.file_identity = identities(self.paths)  # every shard, checked again by each process
         for p in self.paths:
             if not h5py.is_hdf5(p):
                 raise DataFormatError(f"{p}: not an HDF5 file (no HDF5 signature)")
@@ -104,8 +120,12 @@ class Hdf5Reader(Reader):
                 raise TypeError("nan_as_missing does not apply to packed files (their labels were validated when packed)")
             from ..packed import PackedReader
 
+            if label_units.given:
+                raise TypeError(f"{self.path}: a packed file stores eV/Å (converted when it was packed); "
+                                f"unit options {sorted(unit_options)} do not apply to it")
             self._delegate = PackedReader(
-                self.paths[0], energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, **options
+                self.paths[0], energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                properties=properties, extra_keys=extra_keys, **options
             )
             self.units = self._delegate.units
             self.metadata = self._delegate.metadata
@@ -114,22 +134,37 @@ class Hdf5Reader(Reader):
         cls = layout_class(name)
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
-            accepted = ", ".join(cls.options) or "none"
+            common = ("layout", "energy_key", "forces_key", "stress_key", "nan_as_missing", "allow_external_links",
+                      "properties", "extra_keys", *UNIT_OPTIONS)
+            accepted = ", ".join(sorted(set(common) | set(cls.options)))
             raise TypeError(f"HDF5 layout {name!r} does not take option(s) {unknown}; its options: {accepted}")
+        options.update({k: v for k, v in unit_options.items() if k in cls.options})  # the layout's own
         if len(self.paths) > 1 and not cls.multi_file:
             raise DataFormatError(
                 f"{self.path}: {len(self.paths)} files matched, but the {name!r} layout reads one file "
                 "(only MACE shards span several files)"
             )
-        ctx = LayoutContext(paths=tuple(self.paths), keys=self.keys, nan_as_missing=bool(nan_as_missing))
+        registry = registry_of(extra_keys)
+        ctx = LayoutContext(paths=tuple(self.paths), keys=self.keys, nan_as_missing=bool(nan_as_missing),
+                            properties=self._properties, registry=registry, unit_options=label_units)
         try:
             self._layout = self._guard(None, lambda: cls(self.handle, ctx, **options))
         except BaseException:
             self.close()
             raise
         self.units = self._layout.units
+        if not cls.converts_units:
+            self.units.update(label_units.describe())
         self._natoms = np.ascontiguousarray(self._layout.natoms, dtype=np.int64)
         self.metadata = read_metadata_attr(self.handle[0], self.paths[0])
+        self._label_units = label_units
+        if self._properties:
+            self.key_registry = self._guard(None, lambda: declare_properties(
+                self._properties, registry, lambda i: self._layout.property_sources(self.handle, i),
+                lambda i: int(self._natoms[i]), len(self), path=self.display_path, units=self.units,
+            ))
+        else:
+            self.key_registry = registry
 
     def _detect(self, path: str) -> str:
         try:
@@ -188,18 +223,34 @@ class Hdf5Reader(Reader):
         if self._delegate is not None:
             return self._delegate.read(index)
         i = self._check_index(index)
-        return self._guard(i, lambda: self._layout.read(self.handle, i))
+        return self._finish(self._guard(i, lambda: self._layout.read(self.handle, i)), i)
 
     def read_many(self, indices: Sequence[int]) -> list[Structure]:
         if self._delegate is not None:
             return self._delegate.read_many(indices)
         idx = [self._check_index(i) for i in indices]
         try:
-            return self._layout.read_many(self.handle, idx)
+            structures = self._layout.read_many(self.handle, idx)
         except DataFormatError:
             raise
         except (RefusedInput, *_CORRUPT):
             return [self.read(i) for i in idx]  # the error again, naming the structure
+        return [self._finish(s, i) for s, i in zip(structures, idx)]
+
+    def _finish(self, structure: Structure, index: int) -> Structure:
+        """Record the label keys used and add the requested properties."""
+        keys = getattr(self._layout, "label_key_of", None)
+        for label in ("energy", "forces", "stress"):
+            if getattr(structure, label) is not None:
+                self.used_keys.setdefault(label, set()).add(keys(index, label) if keys else label)
+        if self._properties:
+            extras = self._guard(index, lambda: read_properties(
+                self._properties, self._layout.property_sources(self.handle, index), self.key_registry,
+                natoms=structure.natoms, path=self.display_path, index=index, units=self._label_units,
+                used=self.used_keys, nan_as_missing=self._layout.ctx.nan_as_missing,
+            ))
+            structure.extras.update(extras)
+        return structure
 
     def label_keys(self, index: int) -> list[str]:
         if self._delegate is not None:

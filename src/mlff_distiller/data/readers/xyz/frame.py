@@ -141,6 +141,29 @@ class Frame:
         self.converted[name] = out
         return out
 
+    def typed_column(self, name: str) -> np.ndarray:
+        """Column ``name`` with ASE's dtype: R float64, I int64 (int32 values, as ASE reads them),
+        L bool (``T``/``F``/``True``/``False``; anything else is an error), S str; [N] for one
+        column, [N, n] for several."""
+        _, kind, start, n = next(s for s in self.layout if s[0] == name)
+        if kind == "R":
+            return self.column(name)
+        if kind == "I":
+            return self.column(name).astype(np.int64)
+        rows = [self.tokens[start + c :: self.ncols] for c in range(n)]
+        if kind == "S":
+            out = np.array(rows, dtype=str).T
+        else:
+            table = {"T": True, "F": False, "True": True, "False": False}
+            out = np.empty((self.natoms, n), dtype=bool)
+            for c, part in enumerate(rows):
+                for j, token in enumerate(part):
+                    if token not in table:
+                        raise format_error(self.path, self.index, name,
+                                           f"line {self.first_atom_line + j}: {token!r} is not a logical value (T/F)")
+                    out[j, c] = table[token]
+        return out[:, 0] if n == 1 else out
+
     def check_numeric_columns(self) -> None:
         """Convert every R and I column (as ASE does) so that a corrupt number in a column no
         sample needs is an error here too, not clean data (ASE raises on it)."""

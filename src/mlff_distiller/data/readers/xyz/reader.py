@@ -38,14 +38,17 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Mapping
 from itertools import chain
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from ...errors import format_error
-from ...keys import ATOM, STRUCTURE_EXTRAS
-from ...labels import finalize_labels, find_extras
+from ...errors import DataFormatError, format_error
+from ...keys import ATOM, STRUCTURE, STRUCTURE_EXTRAS, STRUCTURE_LABELS, registry_of
+from ...labels import finalize_labels, find_extras, is_virial_key
+from ...properties import PropertiesLike, PropertySource, declare_properties, parse_properties, read_properties
+from ...units import LabelUnits, UnitError
 from ...structure import Structure
 from ..base import Reader
 from ..checks import check_structure
@@ -53,7 +56,7 @@ from ..files import check_regular_file
 from .comment import SPECIAL_3_3_KEYS, is_numeric, parse_comment, split_comment, stress_value
 from .frame import Frame, column_layout, parse_frame
 from .index import index_frames
-from .units import UNIT_KEYS, convert_units, energy_factor, force_factor, scan_units
+from .units import UNIT_KEYS, convert_units, energy_factor, force_factor, frame_factor, scan_units
 
 
 class XyzReader(Reader):
@@ -73,18 +76,35 @@ class XyzReader(Reader):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
+        properties: PropertiesLike = None,
+        extra_keys=None,
+        energy_unit: Optional[str] = None,
+        forces_unit: Optional[str] = None,
+        stress_unit: Optional[str] = None,
+        length_unit: Optional[str] = None,
     ) -> None:
         super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         check_regular_file(self.path, "an extended XYZ file")
+        self._unit_options = LabelUnits.from_options(energy_unit, forces_unit, stress_unit, length_unit)
+        self._properties = parse_properties(properties)
+        #: label/property -> keys the values were read from (``labels.inspect_labels``)
+        self.used_keys: dict[str, set] = {}
         self._index = index_frames(self.path)
         #: comment-line keys that ``read`` needs
         self._wanted_keys = frozenset(
             ("Lattice", "pbc", "Properties", *SPECIAL_3_3_KEYS, *chain.from_iterable(UNIT_KEYS.values()))
-            + tuple(chain.from_iterable(self.keys.candidates(label) for label in ("energy", "forces", "stress")))
+            + tuple(chain.from_iterable(self.keys.candidates(label) for label in STRUCTURE_LABELS))
             + STRUCTURE_EXTRAS
+            + tuple(chain.from_iterable(p.candidates for p in self._properties))
         )
+        self.key_registry = registry_of(extra_keys)
         if len(self):
             self.units = scan_units(self.path, self._index.start)
+            self.units.update(self._unit_options.describe())
+            self.key_registry = declare_properties(
+                self._properties, self.key_registry, lambda i: self._sources(self._frame(i, all_keys=True)),
+                lambda i: int(self._index.natoms[i]), len(self), path=self.path,
+            )
             self.read(0)  # a file whose first frame cannot be read fails here, not at the first batch
 
     # -- Reader interface -------------------------------------------------------------------
@@ -108,20 +128,36 @@ class XyzReader(Reader):
         if not np.all(np.isfinite(positions)):
             raise format_error(self.path, i, "pos", "positions contain NaN or inf")
         cell, pbc = frame.cell_pbc()
-        found = {label: self._find_label(frame, label) for label in ("energy", "forces", "stress")}
+        options = self._unit_options
+        if options.length is not None and options.length.factor != 1.0:
+            positions, cell = positions * options.length.factor, cell * options.length.factor
+        found = {label: self._find_label(frame, label) for label in STRUCTURE_LABELS}
         if _all_nan(found["stress"][1]):  # metatrain writes stress="nan ..." for molecules
             found["stress"] = (found["stress"][0], None)
+        keys = {label: key for label, (key, _v) in found.items()}
         energy, forces, stress = finalize_labels(
             energy=found["energy"][1],
             forces=found["forces"][1],
             stress=found["stress"][1],
-            keys={label: key for label, (key, _v) in found.items()},
+            keys=keys,
             natoms=frame.natoms,
             cell=cell,
             path=self.path,
             index=i,
         )
-        energy, forces, stress = convert_units(self.path, i, frame.info, energy, forces, stress)
+        if options.given:
+            energy, forces, stress = self._convert_with_options(frame, energy, forces, stress, keys["stress"])
+        else:
+            energy, forces, stress = convert_units(self.path, i, frame.info, energy, forces, stress)
+        for label, value in (("energy", energy), ("forces", forces), ("stress", stress)):
+            if value is not None:
+                self.used_keys.setdefault(label, set()).add(keys[label])
+        extras = self._extras(frame)
+        if self._properties:
+            extras.update(read_properties(
+                self._properties, self._sources(frame), self.key_registry, natoms=frame.natoms, path=self.path,
+                index=i, units=options, used=self.used_keys,
+            ))
         structure = Structure(
             positions=positions,
             numbers=frame.numbers(),
@@ -130,9 +166,36 @@ class XyzReader(Reader):
             energy=energy,
             forces=forces,
             stress=stress,
-            extras=self._extras(frame),
+            extras=extras,
         )
         return check_structure(structure, path=self.path, index=i, names=_FIELD_NAMES)
+
+    def _convert_with_options(self, frame: Frame, energy, forces, stress, stress_key: str):
+        """Labels in eV, eV/Å, eV/Å³ when unit options are given: an option overrides the frame's
+        ``energy-unit``/``force-unit``; a label no option covers keeps the frame's declaration."""
+        i, out = frame.index, []
+        for label, value in (("energy", energy), ("forces", forces), ("stress", stress)):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                factor = self._unit_options.factor(label, virial=is_virial_key(stress_key),
+                                                   where=f"{self.path}, structure {i}")
+            except UnitError as exc:
+                raise DataFormatError(str(exc)) from None
+            if factor is None:
+                factor = frame_factor(self.path, i, frame.info, label)
+            out.append(value if factor == 1.0 else value * factor)
+        return tuple(out)
+
+    def _sources(self, frame: Frame) -> list[PropertySource]:
+        """Where a frame keeps property values: per-atom columns, then the comment line."""
+        skip = ("symbols", "numbers", "positions")
+        columns = _Columns(frame, [s[0] for s in frame.layout if s[0] not in skip])
+        return [
+            PropertySource(columns, ATOM, "a per-atom column", read=lambda values, key: values[key]),
+            PropertySource(frame.info, STRUCTURE, "the comment line"),
+        ]
 
     def _extras(self, frame: Frame) -> dict:
         """The frame's extras of CONTRACTS.md section 3 (``energies``/``hvp`` columns, provenance in
@@ -211,6 +274,24 @@ class XyzReader(Reader):
             if in_columns:
                 return key, frame.column(key)
         return self.keys.key(label), None
+
+
+class _Columns(Mapping):
+    """A frame's per-atom columns by name, converted (with ASE's dtypes) on access."""
+
+    def __init__(self, frame: Frame, names: list[str]) -> None:
+        self._frame, self._names = frame, names
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._frame.typed_column(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _has_value(comment: str, key: str) -> bool:

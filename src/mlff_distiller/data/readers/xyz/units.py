@@ -107,6 +107,13 @@ def frame_unit(path: str, index: int, info: dict[str, Any], label: str) -> Optio
     return None
 
 
+def frame_factor(path: str, index: int, info: dict[str, Any], label: str) -> float:
+    """The factor the frame's own unit keys give ``label`` ('energy', 'forces', 'stress'; the
+    stress goes with the energy unit, as in ``convert_units``), 1.0 when it declares none."""
+    unit = frame_unit(path, index, info, "forces" if label == "forces" else "energy")
+    return 1.0 if unit is None else unit_factor(path, index, "forces" if label == "forces" else "energy", unit)
+
+
 def convert_units(path: str, index: int, info: dict[str, Any], energy, forces, stress):
     """(energy eV, forces [N, 3] eV/Å, stress [3, 3] eV/Å³) after the frame's declared units.
 
@@ -140,5 +147,6 @@ __all__ = [
     "unit_factor",
     "scan_units",
     "frame_unit",
+    "frame_factor",
     "convert_units",
 ]

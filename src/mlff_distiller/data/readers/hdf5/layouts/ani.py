@@ -8,7 +8,9 @@ one key per level of theory (``wb97x_dz.energy``, ``ccsd(t)_cbs.energy``; pick o
 ``energy_key=``; by default ``wb97x_dz.energy``, the ANI-1x DFT reference, is used when no plain
 ``energies`` exists, and forces of the same level, ``wb97x_dz.forces``).
 Units (documented by the data set papers, Smith et al. 2017/2020, and TorchANI): coordinates Å,
-energies Hartree, forces Hartree/Å.
+energies Hartree, forces Hartree/Å; properties: charges (``wb97x_dz.cm5_charges``...) e, molecular
+dipoles (``wb97x_dz.dipole``) e·Å. They are per atom / per conformer as their key declarations say
+(``properties={"charges": "wb97x_dz.cm5_charges", "dipole": "wb97x_dz.dipole"}``).
 The ANI-1x/1ccx releases write NaN for a level of theory not computed for a conformer; such a
 label is an error unless ``nan_as_missing=True`` (then it is absent), and the error says so.
 """
@@ -29,6 +31,8 @@ ANI = Convention(
     energy_unit="hartree",
     forces_unit="hartree/angstrom",
     source="ANI convention",
+    # ANI-1x/1ccx data descriptor (Smith et al., Sci. Data 7, 134, 2020): charges in e, dipoles in e·Å
+    property_units=((r"charges$", "e"), (r"\.dipole$", "e*Å")),
 )
 
 

@@ -20,9 +20,10 @@ import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
 from ....errors import DataFormatError, format_error
+from ....keys import DEFAULT_KEYS, KeyRegistry
 from ....labels import LabelKeys, finalize_labels
 from ....structure import Structure
-from ....units import Conversion, UnitError, conversion
+from ....units import Conversion, LabelUnits, UnitError, conversion
 from ...checks import check_structure
 from ._h5 import DtypeCache, LinkPolicy, as_text, natural_sorted
 from .forced import not_this_layout
@@ -37,11 +38,15 @@ NAN_HINT = (
 
 @dataclass(frozen=True)
 class LayoutContext:
-    """What a layout needs to know besides the file: where it is and which keys to use."""
+    """What a layout needs to know besides the file: where it is, which keys to use, the
+    properties asked for (``properties.py``), the key declarations and the user's unit options."""
 
     paths: tuple[str, ...]
     keys: LabelKeys
     nan_as_missing: bool = False
+    properties: tuple = ()
+    registry: KeyRegistry = DEFAULT_KEYS
+    unit_options: LabelUnits = LabelUnits()
 
     @property
     def display(self) -> str:
@@ -131,6 +136,9 @@ class Layout(ABC):
     #: whether the layout checks every link it follows and every dataset it reads itself
     #: (``H5Files.policy``); otherwise the reader checks the whole file once at construction
     checks_links: ClassVar[bool] = False
+    #: whether the layout converts units itself through ``unit_conversion`` (which applies the
+    #: user's unit options); otherwise ``finish`` applies them to the values read
+    converts_units: ClassVar[bool] = False
 
     def __init__(self, files: H5Files, ctx: LayoutContext) -> None:
         """Subclasses call this first: it refuses (DataFormatError naming the file, what it holds
@@ -211,6 +219,11 @@ class Layout(ABC):
 
         Raises DataFormatError naming the file, dataset and unit when the unit is unknown.
         """
+        option = {"positions": "length", "energy": "energy", "forces": "forces", "gradient": "forces",
+                  "stress": "stress", "virial": "energy"}.get(quantity)
+        override = getattr(self.ctx.unit_options, option) if option else None
+        if override is not None:  # the user's option overrides the file and the convention
+            unit, given_by = override.unit, f"{option}_unit="
         source = given_by if unit is not None else convention
         text = unit if unit is not None else default
         if text is None:
@@ -280,6 +293,10 @@ class Layout(ABC):
             forces = _none_if_all_nan(forces)
             stress = _none_if_all_nan(stress)
         label_keys = {label: keys.get(label, label) for label in ("energy", "forces", "stress")}
+        options = self.ctx.unit_options
+        if options.given and not self.converts_units:
+            positions, cell, energy, forces, stress = self._apply_options(
+                index, path, label_keys, positions, cell, energy, forces, stress)
         raw = {"energy": energy, "forces": forces, "stress": stress}
         try:
             energy, forces, stress = finalize_labels(**raw, keys=label_keys, natoms=n, cell=cell, path=path, index=index)
@@ -293,6 +310,31 @@ class Layout(ABC):
         names = {"positions": pos_key, "numbers": keys.get("numbers", "species"), "cell": keys.get("cell", "cell"),
                  "pbc": keys.get("pbc", "pbc"), **label_keys}
         return check_structure(structure, path=path, index=index, names=names)  # the readers' one value check
+
+    def _apply_options(self, index, path, label_keys, positions, cell, energy, forces, stress):
+        """The user's unit options applied to values of a layout that has no unit conversions of
+        its own (its convention is ASE's units)."""
+        options = self.ctx.unit_options
+        length = options.scale("length")
+        if length != 1.0:
+            positions = np.asarray(positions, dtype=np.float64) * length
+            cell = np.asarray(cell, dtype=np.float64) * length
+        out = []
+        for label, value in (("energy", energy), ("forces", forces), ("stress", stress)):
+            if value is not None:
+                try:
+                    factor = options.factor(label, virial="virial" in label_keys[label].lower(),
+                                            where=f"{path}, structure {index}")
+                except UnitError as exc:
+                    raise DataFormatError(str(exc)) from None
+                if factor is not None and factor != 1.0:
+                    value = np.asarray(value, dtype=np.float64) * factor
+            out.append(value)
+        return (positions, cell, *out)
+
+    def property_sources(self, files: H5Files, index: int) -> list:
+        """Where structure ``index`` keeps property values (``properties.PropertySource``); none by default."""
+        return []
 
     def _wants_nan_hint(self, exc: DataFormatError, raw: dict, label_keys: dict[str, str]) -> bool:
         """Whether ``exc`` is about a label that is entirely NaN in a layout that writes NaN for

@@ -17,6 +17,8 @@ name contains ``gradient`` holds dE/dR and becomes forces = -gradient.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Iterator, Optional
 
@@ -24,9 +26,11 @@ import h5py
 import numpy as np
 from h5py import h5g
 
+from ....keys import ATOM, STRUCTURE
+from ....properties import PropertySource
 from ....structure import Structure
 from ....units import Conversion
-from ._h5 import DatasetReader, natural_sorted
+from ._h5 import DatasetReader, as_text, natural_sorted
 from .base import H5Files, Layout, LayoutContext, apply, molecule_cell, to_numbers, unit_attr
 
 
@@ -44,6 +48,8 @@ class Convention:
     gradient_unit: Optional[str] = None
     #: where the units above come from, shown in ``reader.units``
     source: str = "layout convention"
+    #: documented units of property datasets without a unit attribute: (name pattern, unit)
+    property_units: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -72,6 +78,7 @@ class ConformerGroupLayout(Layout):
     """Base class; subclasses set ``name``, ``convention`` and ``detect``."""
 
     convention: ClassVar[Convention]
+    converts_units = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -283,3 +290,87 @@ class ConformerGroupLayout(Layout):
         g, _ = self._locate(index)
         grp = self._groups[g]
         return sorted(n for n in files[0][grp.path].keys() if n not in (grp.positions, grp.species))
+
+    def label_key_of(self, index: int, label: str) -> str:
+        """The dataset structure ``index``'s ``label`` is read from."""
+        grp = self._groups[self._locate(index)[0]]
+        return {"energy": grp.energy, "forces": grp.forces}.get(label) or label
+
+    # -- properties (``properties.py``) -----------------------------------------------------
+    def _property_index(self, files: H5Files, g: int) -> dict:
+        """Per-process: the group's dataset names by kind (modelforge's ``format`` attribute says
+        per_atom / per_system; other datasets' kind comes from the key declarations), their units
+        and open readers (created on first use)."""
+
+        def make() -> dict:
+            grp = self._groups[g]
+            h5grp = files[0][grp.path]
+            skip = {grp.positions, grp.species}
+            kinds: dict = {ATOM: [], STRUCTURE: [], None: []}
+            units = {}
+            for name in natural_sorted(h5grp.keys()):
+                if name in skip or h5grp.get(name, getclass=True) is not h5py.Dataset:
+                    continue
+                ds = h5grp[name]
+                fmt = as_text(ds.attrs["format"]) if "format" in ds.attrs else None
+                kinds[{"per_atom": ATOM, "per_system": STRUCTURE, "meta_data": STRUCTURE}.get(fmt)].append(name)
+                unit = unit_attr(ds)
+                if unit is None:
+                    unit = next((u for pattern, u in self.convention.property_units if re.search(pattern, name)), None)
+                if unit is not None and unit != "dimensionless":
+                    units[name] = unit
+            return {"gid": h5g.open(files[0].id, grp.path.encode()), "kinds": kinds, "units": units, "readers": {},
+                    "derived": self.derived_properties(files, g)}
+
+        return files.lru("conformer_properties").get_or(g, make)
+
+    def derived_properties(self, files: H5Files, g: int) -> dict:
+        """Per-structure values a layout derives for group ``g`` (SPICE: total charge from SMILES)."""
+        return {}
+
+    def property_sources(self, files: H5Files, index: int) -> list[PropertySource]:
+        g, row = self._locate(index)
+        grp = self._groups[g]
+        info = self._property_index(files, g)
+        where = f"group {grp.path!r}"
+
+        def unit(key: str):
+            return info["units"].get(key)
+
+        sources = [
+            PropertySource(_GroupRow(info, names, row, grp.count), kind, f"{where} ({label})", unit)
+            for kind, names, label in ((ATOM, info["kinds"][ATOM], "per_atom"),
+                                       (STRUCTURE, info["kinds"][STRUCTURE], "per_system"),
+                                       (None, info["kinds"][None], "an HDF5 dataset"))
+            if names
+        ]
+        if info["derived"]:
+            sources.append(PropertySource(info["derived"], STRUCTURE, f"{where} (derived)"))
+        return sources
+
+
+class _GroupRow(Mapping):
+    """Datasets ``names`` of one conformer group as conformer ``row``'s values: a dataset whose
+    first axis is the conformer axis gives its row, any other (SMILES, a modelforge meta_data
+    entry) the whole dataset, which describes every conformer of the group."""
+
+    def __init__(self, info: dict, names: list[str], row: int, count: int) -> None:
+        self._info, self._names, self._row, self._count = info, names, row, count
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        readers = self._info["readers"]
+        reader = readers.get(name)
+        if reader is None:
+            reader = readers[name] = DatasetReader.open(self._info["gid"], name)
+        shape = reader.shape
+        if shape and shape[0] == self._count and not reader.is_string:
+            return reader.row(self._row)
+        return reader.all()
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

@@ -190,7 +190,43 @@ class GuideLayout(Layout):
             **labels,
         )
         extras = {name: read(name) for name in STRUCTURE_EXTRAS if name in present}
+        files.cache["guide_last"] = (index, present, read)  # what ``property_sources`` reads (per process)
         if extras:  # energies, hvp, provenance (CONTRACTS.md section 3), as the writer stores them
             structure.extras = find_extras([extras], STRUCTURE_EXTRAS, DEFAULT_KEYS, natoms=structure.natoms,
                                            path=self.ctx.display, index=index)
         return structure
+
+    def property_sources(self, files: H5Files, index: int) -> list:
+        """The structure's datasets other than positions/species/cell/pbc: their kind comes from
+        the key declarations (the writer stores each declared key under its name)."""
+        from ....properties import PropertySource
+
+        last = files.cache.get("guide_last")
+        if last is None or last[0] != index:
+            self.read(files, index)
+            last = files.cache["guide_last"]
+        _, present, read = last
+        names = [n for n in present if n not in ("positions", "cell", "pbc", *SPECIES_KEYS)]
+        return [PropertySource(_Datasets(names, read), None, "an HDF5 dataset")]
+
+
+class _Datasets(dict):
+    """Datasets of one structure group, read on access."""
+
+    def __init__(self, names, read) -> None:
+        super().__init__()
+        self._names, self._read = set(names), read
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __getitem__(self, name):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._read(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

@@ -40,6 +40,7 @@ V1_ATTRS = ("n_replicas", "n_molecules", "n_atoms", "atom_types", "entries")
 class SchnetpackMdLayout(Layout):
     name = "schnetpack_md"
     options = ("energy_unit", "forces_unit", "length_unit")
+    converts_units = True
     signature = "a 'molecules' dataset [entries, replicas, molecules, atoms, 6] (schnetpack MD log)"
 
     @classmethod
