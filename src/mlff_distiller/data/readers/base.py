@@ -18,6 +18,7 @@ from ..indices import check_index, check_indices
 from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry
 from ..labels import LabelKeys
 from ..structure import Structure
+from .files import check_unchanged, identities
 
 if TYPE_CHECKING:
     from ..structure_batch import StructureBatch
@@ -71,6 +72,9 @@ class Reader(ABC):
         self.metadata: dict = {}
         #: declarations of every key this reader's structures may carry (``Structure.extras``)
         self.key_registry: KeyRegistry = DEFAULT_KEYS
+        #: what was indexed (device, inode, size, mtime of the file): every process that opens the
+        #: file again checks it is still that file (readers of several files set their own)
+        self.file_identity = identities([self.path])
 
     # -- file handle, one per process ------------------------------------------------
     @property
@@ -78,6 +82,8 @@ class Reader(ABC):
         """The open file handle of this process (opened on first use, reopened after fork)."""
         pid = os.getpid()
         if self._handle is None or self._handle_pid != pid:
+            # a worker or a reopen must not apply this index to another file
+            check_unchanged(getattr(self, "file_identity", ()))
             self._handle = self._open()
             self._handle_pid = pid
         return self._handle

@@ -176,6 +176,16 @@ class DbHandle:
             self.con = None
 
 
+def _row_snapshot(handle: DbHandle) -> tuple[int, int]:
+    """(row count, largest id) of an open database."""
+    if handle.con is not None:
+        count, last = handle.con.execute("SELECT count(*), max(id) FROM systems").fetchone()
+        return int(count), int(last or 0)
+    count = handle.db.count()
+    last = next(iter(handle.db.select(sort="-id", limit=1, include_data=False)), None)
+    return int(count), int(last.id) if last is not None else 0
+
+
 class DbLocation:
     """A database file or URL: its checks, its handle and its errors (password never shown).
 
@@ -194,6 +204,8 @@ class DbLocation:
         self._location = Hidden(ase_url(path) if self.url else os.path.abspath(path))
         self._secrets = Hidden(secret_parts(path))
         self.db_type: Optional[str] = None if self.url else self._check_file()
+        #: (row count, largest id) when this process first opened it (see ``open``)
+        self.rows: Optional[tuple[int, int]] = None
 
     @property
     def location(self) -> str:
@@ -259,10 +271,27 @@ class DbLocation:
                               f"({self.scrub(str(exc))}); for postgresql/mysql install ase-db-backends") from None
 
     def open(self, fast_sqlite: bool) -> DbHandle:
-        """This process's handle; with ``fast_sqlite`` also a read-only SQLite connection."""
+        """This process's handle; with ``fast_sqlite`` also a read-only SQLite connection.
+
+        The first open records the rows (count, largest id); every later one (a DataLoader
+        worker, a reopen) checks them: rows added or removed since the dataset was indexed are an
+        error, never the old index applied to other rows (the only check a server database has;
+        files are also compared by device, inode, size and time)."""
         db = self.connect_ase()
         con = sqlite_readonly(self.location) if fast_sqlite else None
-        return DbHandle(db, con)
+        handle = DbHandle(db, con)
+        try:
+            rows = self.guard("counting rows", lambda: _row_snapshot(handle))
+            if self.rows is None:
+                self.rows = rows
+            elif rows != self.rows:
+                raise self.error(None, None, f"database changed since the dataset was opened ({self.rows[0]} rows up to "
+                                             f"id {self.rows[1]} then, {rows[0]} up to id {rows[1]} now); open the "
+                                             "dataset again")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
 
     def guard(self, what: str, call: Callable[[], Any], index: Optional[int] = None) -> Any:
         """Run ``call``; turn backend errors into errors naming the file (password scrubbed).
