@@ -176,3 +176,13 @@ def test_packed_huge_declared_shape_without_storage(packed):
             f.create_dataset(name, shape=(huge,) + row, dtype=dtype)  # no data: no storage
     with pytest.raises(DataFormatError, match=r"bad\.h5, key '(positions|numbers|forces)': declares shape \(1000000000000"):
         PackedReader(packed).read(0)
+
+
+@pytest.mark.parametrize("attribute,value", [("cutoff", "abc"), ("cutoff", "-1"), ("keys", "{bad"), ("units", "{bad"),
+                                             ("metadata", "[not json"), ("format_version", "x")])
+def test_packed_bad_attributes(packed, attribute, value):
+    """Bad packed attributes used to raise JSONDecodeError/TypeError/ValueError without the file."""
+    with h5py.File(packed, "r+") as f:
+        f.attrs[attribute] = value
+    with pytest.raises(DataFormatError, match=rf"bad\.h5, key '{attribute}': "):
+        PackedReader(packed)

@@ -148,6 +148,13 @@ def read_header(f, path: str, keys: KeyRegistry = DEFAULT_KEYS) -> dict:
                 raise format_error(path, None, name + STRINGS, "not a JSON list of strings")
             strings[name] = values
     cutoff = f.attrs.get("cutoff")
+    if cutoff is not None:
+        try:
+            cutoff = float(cutoff)
+        except (TypeError, ValueError):
+            cutoff = float("nan")
+        if not (np.isfinite(cutoff) and cutoff > 0):
+            raise format_error(path, None, "cutoff", f"attribute must be a positive number of Å, got {f.attrs['cutoff']!r}")
     return {
         "version": version,
         "num_structures": s,
