@@ -302,7 +302,7 @@ def test_validate_overlap_sees_periodic_images(tmp_path):
     isolated = Structure(positions + [0.0, 0.0, 1e-3], numbers, np.zeros((3, 3)), np.zeros(3, bool))
     path = tmp_path / "pbc.xyz"
     write_structures(path, [periodic, isolated])
-    problems = json.loads(invoke("validate", path, "--json", rc=1).stdout)["problems"]
+    problems = json.loads(invoke("validate", path, "--json", "--allow-unlabeled", rc=1).stdout)["problems"]
     assert [(p["index"], p["kind"]) for p in problems] == [(0, "overlapping-atoms")]
     assert "atoms 0 and 1 at 0.2 Å" in problems[0]["message"]
 

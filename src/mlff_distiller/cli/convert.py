@@ -8,9 +8,8 @@ from typing import Optional
 
 import click
 
-from .errors import hide_passwords
-from .inputs import describe_format, format_of, open_input, refuse_url_output, require_input, scan
-from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, keys_from, label_options
+from .inputs import conversion_notes, describe_format, format_of, open_input, refuse_url_output, require_input, scan
+from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, reader_options
 from .render import progress
 
 
@@ -23,7 +22,7 @@ from .render import progress
 @click.option(
     "--cutoff", default=None, type=CUTOFF, help="Å (> 0); packed output only: also store neighbor lists."
 )
-@label_options
+@reader_options
 def convert(
     srcs: tuple[str, ...],
     dst: str,
@@ -31,14 +30,14 @@ def convert(
     to_fmt: Optional[str],
     overwrite: bool,
     cutoff: Optional[float],
-    energy_key: str,
-    forces_key: str,
-    stress_key: str,
+    reader: dict,
 ) -> None:
     """Convert IN to OUT (any supported format to any other), losslessly.
 
-    Positions, atomic numbers, cell, pbc, energy, forces and stress are copied exactly (float64
-    bit for bit). Several inputs (or a glob) are written one after the other into OUT.
+    Positions, atomic numbers, cell, pbc, energy, forces, stress, the extras a file carries
+    (per-atom energies, HVPs, provenance) and the --properties read are copied exactly (float64
+    bit for bit), in eV/Å after the unit options. Several inputs (or a glob) are written one after
+    the other into OUT.
     """
     from ..data.readers.base import check_configured_keys
     from ..data.writers import write_structures
@@ -47,7 +46,8 @@ def convert(
     refuse_url_output(dst)
     dst = Path(dst)
     start = time.perf_counter()
-    reader = open_input(srcs, from_fmt, keys_from(energy_key, forces_key, stress_key))
+    options = reader
+    reader = open_input(srcs, from_fmt, options)
     if dst.exists() and any(
         "://" not in f and Path(f).resolve() == dst.resolve() for f in getattr(reader, "paths", [reader.path])
     ):
@@ -59,13 +59,17 @@ def convert(
     if out_fmt == "packed":  # the packed writer reads the reader itself (keeps its units and source)
         from ..data.packed import write_packed
 
-        count = write_packed(dst, reader, overwrite=overwrite, cutoff=cutoff)
+        bar = progress(None, len(reader), "convert")
+        try:
+            count = write_packed(dst, reader, overwrite=overwrite, cutoff=cutoff, progress=bar.update)
+        finally:
+            bar.close()
     else:
         structures = progress(scan(reader), len(reader), "convert")
-        count = write_structures(dst, structures, out_fmt, overwrite=overwrite)
+        count = write_structures(dst, structures, out_fmt, overwrite=overwrite, keys=reader.key_registry)
     click.echo(
         f"Converted {count} structures: {reader.display_path} ({describe_format(reader)}) -> {dst} ({out_fmt}) "
         f"in {time.perf_counter() - start:.1f} s"
     )
-    for label, text in reader.units.items():
-        click.echo(hide_passwords(f"note: {label} converted on reading: {text}"), err=True)
+    for note in conversion_notes(reader):
+        click.echo(note, err=True)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .errors import InputError
+from .errors import InputError, hide_passwords
 
 
 def require_input(paths: Sequence[str]) -> None:
@@ -25,15 +25,28 @@ def data_path(paths: Sequence[str]):
     return paths[0] if len(paths) == 1 else list(paths)
 
 
-def open_input(paths: Sequence[str], fmt: Optional[str], keys: dict):
-    """One reader over ``paths`` (one file or URL; a glob pattern or several files as one dataset)."""
-    from ..data.readers import open_reader
+def open_input(paths: Sequence[str], fmt: Optional[str], options: dict):
+    """One reader over ``paths`` (one file or URL; a glob pattern or several files as one dataset)
+    with the reader ``options`` (label keys, units, select, properties...). A single file whose
+    suffix says nothing is read as an ASE database, as ``MolecularDataset`` does."""
+    from ..data.readers import guess_or_ase, open_reader
     from ..data.readers.multi import is_many, open_many
 
     path = data_path(paths)
     if is_many(path):
-        return open_many(path, fmt, **keys)
-    return open_reader(path, fmt, **keys)
+        return open_many(path, fmt, **options)
+    return open_reader(path, fmt if fmt else guess_or_ase(path), **options)
+
+
+def conversion_notes(reader) -> list[str]:
+    """``note:`` lines for the unit conversions a reader applies (none for x1 conversions); a
+    packed input says its values were converted when it was packed."""
+    from ..data.units import is_identity
+
+    packed = reader.format_name == "packed" or getattr(reader, "layout_name", None) == "packed"
+    when = "when the file was packed" if packed else "on reading"
+    return [hide_passwords(f"note: {label} converted {when}: {text}")
+            for label, text in reader.units.items() if not is_identity(text)]
 
 
 def shown_path(paths: Sequence[str]) -> str:

@@ -126,10 +126,12 @@ def print_problems(problems: Sequence, n: int, path: str, max_show: int) -> None
         out.print(f"[green]✓[/] {path}: {n} structures, no problems found")
         return
     table = Table(title=f"{path}: {len(problems)} problem(s) in {n} structures", title_justify="left")
-    for col in ("index", "kind", "key", "message"):
-        table.add_column(col, justify="right" if col == "index" else "left", overflow="fold")
+    files = any(getattr(p, "file", None) for p in problems)  # several input files: name each one's
+    for col in ("index", *(("file", "index in file") if files else ()), "kind", "key", "message"):
+        table.add_column(col, justify="right" if "index" in col else "left", overflow="fold")
     for p in problems[:max_show]:
-        table.add_row("—" if p.index is None else str(p.index), p.kind, p.key or "", hide_passwords(p.message))
+        where = (hide_passwords(p.file or "—"), "—" if p.file_index is None else str(p.file_index)) if files else ()
+        table.add_row("—" if p.index is None else str(p.index), *where, p.kind, p.key or "", hide_passwords(p.message))
     out.print(table)
     if len(problems) > max_show:
         out.print(f"... {len(problems) - max_show} more (use --max-show or --json)")

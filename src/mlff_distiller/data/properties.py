@@ -289,7 +289,8 @@ def declare_properties(
     structures, then the rest, are searched. Required properties found nowhere: KeyError naming
     the file and the keys its first structures hold. ``units`` (a reader's ``units`` dict) gets a
     description of each property's unit conversion, from the first structure holding it."""
-    pending = list(props)
+    # a declared optional property needs no look at the file (absent values are simply absent)
+    pending = [p for p in props if p.required or p.name not in registry]
     if not pending or total == 0:
         return registry
     new: list[Key] = []

@@ -85,6 +85,12 @@ BASE_UNITS: dict[str, tuple[float, Dimension]] = {
     "meter": (U.m, _L),
     "cm": (1e-2 * U.m, _L),
     "centimeter": (1e-2 * U.m, _L),
+    # pressure (stress): energy / length^3
+    "pa": (U.Pascal, (1, -3, 0)),
+    "pascal": (U.Pascal, (1, -3, 0)),
+    "gpa": (U.GPa, (1, -3, 0)),
+    "bar": (U.bar, (1, -3, 0)),
+    "kbar": (1e3 * U.bar, (1, -3, 0)),
     # charge and dipole moment (e, e*Å)
     "e": (1.0, _Q),
     "elementary_charge": (1.0, _Q),

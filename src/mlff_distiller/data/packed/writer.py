@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -67,6 +67,7 @@ def write_packed(
     metadata: Optional[dict] = None,
     keys=None,
     name: Optional[str] = None,
+    progress: Optional[Callable[[int], object]] = None,
 ) -> int:
     """Write ``source`` to the packed file ``path``; return the number of structures written.
 
@@ -77,8 +78,11 @@ def write_packed(
     ``metadata`` (JSON-able dict, e.g. ``{"teacher": {...}}``) is stored as the file's
     ``metadata`` attribute, over the source's own metadata. ``keys`` declares extras the
     structures carry beyond the built-in keys. ``name``: how the structures are named in error
-    messages (default: the source file, else ``path``). Raises FileExistsError when ``path`` exists
-    and ``overwrite`` is False.
+    messages (default: the source file, else ``path``). ``progress(n)`` is called after each chunk
+    of ``n`` structures (e.g. a tqdm bar's ``update``). The file records the units its values are
+    in (attribute ``stored_units``: eV, Å, eV/Å, eV/Å³ and each extra key's declared unit) beside
+    ``units``, the conversions applied when the source was read (provenance).
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
     check_target(path, overwrite)
@@ -94,6 +98,10 @@ def write_packed(
         builder = PackedBuilder(spill_dir=str(spill), cutoff=cutoff, source=shown, keys=registry)
         for structures in chunks:
             builder.add(structures)
+            if progress is not None:
+                progress(len(structures))
+        stored = [registry[n] for n in ("positions", "cell", "energy", "forces", "stress")] + list(builder._declared.values())
+        attrs["stored_units"] = json.dumps({k.name: k.unit for k in stored if k.unit and k.numeric})
         # h5py cannot close a file after a failed write: room for the spilled data first
         SpaceGuard(tmp, shown=str(path)).check(sum(f.stat().st_size for f in spill.iterdir()))
         builder.write(tmp, attrs)

@@ -202,10 +202,20 @@ class GuideLayout(Layout):
         from ....properties import PropertySource
 
         last = files.cache.get("guide_last")
-        if last is None or last[0] != index:
-            self.read(files, index)
-            last = files.cache["guide_last"]
-        _, present, read = last
+        if last is not None and last[0] == index:
+            _, present, read = last
+        else:
+            gid = h5g.open(self._root(files), self._names[index])
+            where = f"{ROOT}/{self._names[index].decode()}"
+            present = set(files.policy.members(gid, where))
+
+            def read(name: str) -> np.ndarray:
+                try:
+                    return read_whole(gid, name, files)
+                except RefusedInput as exc:
+                    raise self.ctx.error(index, f"{where}/{name}", exc.problem) from None
+                except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:
+                    raise self.ctx.error(index, f"{where}/{name}", f"cannot read ({type(exc).__name__}: {exc})") from None
         names = [n for n in present if n not in ("positions", "cell", "pbc", *SPECIES_KEYS)]
         return [PropertySource(_Datasets(names, read), None, "an HDF5 dataset")]
 
