@@ -211,6 +211,7 @@ class MolecularDataset(Dataset):
         ``isolated_config_types``, ``progress``)."""
         idx = range(self._len) if indices is None else [self._normalize_index(i) for i in indices]
         options.setdefault("total", len(idx))
+        options.setdefault("progress", "auto")  # a bar for long scans in a terminal
         stats = compute_statistics(self._scan(idx), **options)
         stats["units"] = self.units
         stats["label_keys"] = self.label_keys

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import format_error
 from .keys import STRUCTURE_LABELS, KeyRegistry
 
-DEFAULT_KEYS = {"energy": "energy", "forces": "forces", "stress": "stress"}
+DEFAULT_KEYS = {label: label for label in STRUCTURE_LABELS}
 
 #: spellings tried, in order, when a key is left at its default
 DEFAULT_ALIASES = {
@@ -45,7 +45,7 @@ _CANDIDATE_PATTERNS = {
     "stress": re.compile(r"stress|virial", re.IGNORECASE),
 }
 #: never candidates of a total energy: per-atom energies and energy weights
-_NOT_ENERGY = re.compile(r"^(energies|.*_energies|.*weight.*|.*energy_unit)$", re.IGNORECASE)
+_NOT_ENERGY = re.compile(r"^(energies|.*_energies|.*weight.*|.*energy[-_]unit)$", re.IGNORECASE)
 
 
 class LabelWarning(UserWarning):

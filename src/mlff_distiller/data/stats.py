@@ -36,6 +36,16 @@ def is_isolated_atom(structure: Structure, config_types: Sequence[str] = ISOLATE
     return structure.natoms == 1 and structure.extras.get("config_type") in tuple(config_types)
 
 
+def progress_bar(total: int, desc: str):
+    """A tqdm bar (``update(n)``, ``close()``) for a scan of ``total`` structures when stderr is a
+    terminal and the scan is long (``PROGRESS_MIN_STRUCTURES``), else None."""
+    if total < PROGRESS_MIN_STRUCTURES or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="structure", leave=False, dynamic_ncols=True)
+
+
 def with_progress(items: Iterable, total: Optional[int], progress, desc: str = "statistics") -> Iterable:
     """``items`` wrapped in a tqdm bar: ``progress`` True, or 'auto' (a terminal on stderr and at
     least ``PROGRESS_MIN_STRUCTURES`` items), or a callable ``progress(items, total)``; else as is."""

@@ -139,9 +139,18 @@ def build_store(reader: Reader, chunk: int = SCAN_CHUNK) -> PackedStore:
     store = getattr(reader, "store", None)
     if isinstance(store, PackedStore):
         return store.to_memory()
+    from ..stats import progress_bar
+
     builder = PackedBuilder(source=reader.display_path, keys=registry_of(reader))
-    for structures in scan(reader.read_many, range(len(reader)), chunk):
-        builder.add(structures)
+    bar = progress_bar(len(reader), "cache")  # a long scan in a terminal shows progress
+    try:
+        for structures in scan(reader.read_many, range(len(reader)), chunk):
+            builder.add(structures)
+            if bar is not None:
+                bar.update(len(structures))
+    finally:
+        if bar is not None:
+            bar.close()
     return builder.to_store(units=reader.units, metadata=reader.metadata)
 
 
