@@ -14,7 +14,8 @@ the kind that place implies):
   structure; strings are ``'list'`` keys); ``fixed`` from ``move_mask`` (``fixed = ~move_mask``).
 - ASE db: calculator results (``charges``/``magmoms`` per atom, ``dipole``/``magmom``/
   ``free_energy`` per structure), per-atom arrays (``initial_charges``, ``initial_magmoms``,
-  ``tags``, ``masses``, ``momenta``), ``fixed`` from ``FixAtoms`` constraints, key-value pairs
+  ``tags``, ``masses``, ``momenta``), ``fixed`` from ``FixAtoms`` constraints (rows that store
+  constraints; a row without any has no ``fixed`` value, i.e. a False mask in batches), key-value pairs
   (per structure) and ``row.data`` (kind from the declaration only).
 - HDF5 (SPICE, ANI, modelforge): datasets of a conformer group, with their unit attributes.
 

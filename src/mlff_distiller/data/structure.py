@@ -60,7 +60,8 @@ def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False, 
     ASE keeps stress as the 6 Voigt components; ``symmetric_stress=True`` (used by writers, where
     that is what gets stored) refuses a stress that is not exactly symmetric instead of averaging it.
     Extras: ``energies``, ``charges``, ``magmoms``, ``dipole``, ``magmom`` and ``free_energy`` are
-    calculator results (``atoms.get_potential_energies()``, ``get_charges()``...), other
+    calculator results (``atoms.get_potential_energies()``, ``get_charges()``...), ``fixed`` is
+    also a ``FixAtoms`` constraint, other
     per-atom extras go to ``atoms.arrays`` (``hvp`` [N, K, 3]...), per-structure ones to
     ``atoms.info`` (``sample_method``, ``config_type``...).
     """
@@ -91,6 +92,11 @@ def structure_to_atoms(structure: Structure, *, symmetric_stress: bool = False, 
         key = keys.require(name)
         if name in CALC_RESULTS:  # ASE calculator properties: atoms.get_charges(), get_dipole_moment()...
             results[name] = np.asarray(value, dtype=np.float64) if np.ndim(value) else float(value)
+        elif name == "fixed":  # ASE's own form: a FixAtoms constraint (what ase.db and extxyz store)
+            from ase.constraints import FixAtoms
+
+            atoms.set_constraint(FixAtoms(mask=np.asarray(value, dtype=bool)))
+            atoms.arrays[name] = np.array(value)
         elif key.kind == ATOM:
             atoms.arrays[name] = np.array(value)
         elif key.kind == LIST or np.ndim(value) == 0:

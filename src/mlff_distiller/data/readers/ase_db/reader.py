@@ -320,7 +320,7 @@ class AseDbReader(Reader):
             PropertySource(calc_structure, STRUCTURE, "the calculator results"),
             PropertySource(arrays, ATOM, "the per-atom arrays"),
         ]
-        if any("fixed" in p.candidates for p in self._properties):
+        if any("fixed" in p.candidates for p in self._properties) and raw.arrays.get("constraints"):
             try:
                 fixed = fixed_atoms(raw.arrays.get("constraints"), natoms)
             except Exception as exc:  # a constraint ASE cannot rebuild
