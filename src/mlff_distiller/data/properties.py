@@ -22,7 +22,8 @@ the kind that place implies):
 A name not declared in the registry is declared from the place its values are found (an extxyz
 column is per atom, a comment value per structure; row shape and dtype from the first value), as
 an invariant key without unit; a value in a place that does not tell the kind (``row.data``,
-an HDF5 dataset without modelforge's ``format`` attribute) needs a declaration
+an HDF5 dataset without modelforge's ``format`` attribute) needs a declaration; numbers of a
+comment line or key-value pair are declared float (a file writes ``mu=0`` and ``mu=1.6``)
 (``MolecularDataset(..., extra_keys=[Key(name, 'atom' | 'structure', shape)])``) — never a guess
 from its shape. Values are stored as the file holds them (float64 bit for bit), times the unit
 factor where the file's unit (``reader.units``) differs from the declared one. A SchNetPack
@@ -196,6 +197,8 @@ def declare_from(name: str, source: PropertySource, key: str, value: Any, natoms
     if kind is None:
         raise KeyError(f"property {name!r}: {key!r} in {source.where} holds {arr.dtype} values, not numbers")
     shape = arr.shape[1:] if source.kind == ATOM else arr.shape
+    if source.kind == STRUCTURE and kind == "int":
+        kind = "float"  # a comment-line / key-value number: 0 in one structure, 1.6 in the next
     checks = ("finite",) if kind == "float" else ()
     return Key(name, source.kind, tuple(shape), dtype=kind, checks=checks, doc=f"read from {key!r}")
 
