@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hvp", default="0,2", help="comma-separated HVP counts (0 = no Hessian terms)")
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--md-ps", type=float, default=TARGET_MD_PS, help="NVE length of the stability check")
-    parser.add_argument("--model", default="schnet")
+    parser.add_argument("--model", default="painn")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="bench_distill_runs")
     parser.add_argument("--overwrite", action="store_true")

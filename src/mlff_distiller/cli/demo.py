@@ -32,7 +32,7 @@ DEMO_PLAN = {
     "md_steps": 2000,
     "md_timestep_fs": 0.5,
     "budget_minutes": 5.0,
-    "model": "schnet",
+    "model": "painn",
 }
 #: quick teachers (a few ms per call: no speed-up to show, the run is about the pipeline)
 QUICK_PLAN = {**DEMO_PLAN, "train_minutes": 1.0, "budget_minutes": 1.5}

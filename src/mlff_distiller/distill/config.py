@@ -53,15 +53,15 @@ class DistillConfig:
     val_fraction: float = 0.1
     val_block: Optional[int] = None  # frames per block (auto: ~25 fs of trajectory)
     # student
-    model: str = "schnet"
+    model: str = "painn"  # SevenNet-0 aspirin labels: val force MAE 123 meV/Å after 3 epochs vs 262 for schnet
     model_options: dict = field(default_factory=dict)
     cutoff: float = 5.0
     dtype: str = "float32"
     # training
     epochs: Optional[int] = None
     train_minutes: Optional[float] = None
-    batch_size: int = 8
-    lr: float = 2e-3
+    batch_size: int = 4
+    lr: float = 5e-3
     weights: dict = field(default_factory=dict)  # LossWeights fields to override
     hvp_weight: Optional[float] = None
     train_options: dict = field(default_factory=dict)  # any other training.TrainConfig field
