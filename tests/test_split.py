@@ -231,3 +231,41 @@ def test_load_split_refuses_another_dataset(dataset, tmp_path, emt_atoms):
     broken.write_text(json.dumps(document))
     with pytest.raises(ValueError, match="disjoint"):
         load_split(broken, dataset)
+
+
+# -- groups from a string property; isolated-atom frames left out ---------------------------------
+def _tagged_file(tmp_path):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    path = tmp_path / "tagged.xyz"
+    frames = []
+    for i in range(12):
+        atoms = Atoms("H", positions=[[0, 0, 0]]) if i in (0, 7) else Atoms("H2O", positions=np.eye(3) * (1 + i / 50))
+        atoms.info["config_type"] = "IsolatedAtom" if i in (0, 7) else f"md{i % 4}"
+        atoms.calc = SinglePointCalculator(atoms, energy=-float(i))
+        frames.append(atoms)
+    from ase.io import write
+
+    write(path, frames, format="extxyz")
+    return path
+
+
+def test_group_split_by_a_string_property_and_without_isolated_atoms(tmp_path):
+    from mlff_distiller.data.split import isolated_atom_indices, property_groups
+
+    dataset = MolecularDataset(_tagged_file(tmp_path))
+    labels = property_groups(dataset, "config_type")
+    assert labels[0] == "IsolatedAtom" and labels[5] == "md1"
+    assert isolated_atom_indices(dataset).tolist() == [0, 7]
+    parts = group_train_test_split(dataset, "config_type", 0.5, 0.25, 0.25, random_seed=3,
+                                   exclude_isolated_atoms=True)
+    members = [set(p.indices) for p in parts]
+    assert set().union(*members) == set(range(12)) - {0, 7}
+    for group in {labels[i] for i in range(12)} - {"IsolatedAtom"}:
+        owners = [k for k, m in enumerate(members) if any(labels[i] == group for i in m)]
+        assert len(owners) == 1, group  # every config_type in exactly one split
+    random_parts = train_test_split(dataset, 0.5, 0.25, 0.25, random_seed=3, exclude_isolated_atoms=True)
+    assert sorted(i for p in random_parts for i in p.indices) == [i for i in range(12) if i not in (0, 7)]
+    with pytest.raises(ValueError, match="do not carry 'sample_group'"):
+        group_train_test_split(dataset, "sample_group")

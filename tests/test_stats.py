@@ -110,3 +110,46 @@ def test_empty_dataset():
         warnings.simplefilter("error")
         stats = compute_statistics([])
     assert stats["num_samples"] == 0 and stats["natoms_min"] is None
+
+
+# -- reference energies from isolated-atom frames (MACE's config_type=IsolatedAtom) ---------------
+def _isolated(z, energy, config_type="IsolatedAtom"):
+    return Structure(np.zeros((1, 3)), np.array([z]), np.zeros((3, 3)), np.zeros(3, bool),
+                     energy=np.asarray(energy), extras={"config_type": config_type})
+
+
+def test_e0s_from_isolated_atoms_and_their_exclusion():
+    rng = np.random.default_rng(3)
+    molecules = [_structure(rng, [6, 1, 1, 1, 1]), _structure(rng, [8, 1, 1]), _structure(rng, [6, 8])]
+    isolated = [_isolated(1, -13.5), _isolated(6, -1030.0), _isolated(8, -2040.0, "isolated_atom")]
+    data = isolated[:1] + molecules + isolated[1:]
+    stats = compute_statistics(data, reference_energies="isolated")
+    assert stats["reference_energies"] == {1: -13.5, 6: -1030.0, 8: -2040.0}
+    assert stats["reference_energies_source"] == "isolated" and stats["isolated_atoms"] == [0, 4, 5]
+    assert stats["num_samples"] == 6  # still counted unless excluded
+    kept = compute_statistics(data, reference_energies="isolated", exclude_isolated=True)
+    assert kept["num_samples"] == 3 and kept["num_excluded"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticsWarning)  # a least-squares fit on three molecules
+        reference = compute_statistics(molecules)
+    assert kept["energy_mean"] == reference["energy_mean"] and kept["forces_rms"] == reference["forces_rms"]
+    # residuals after the isolated-atom E0s, recomputed by hand
+    e0 = kept["reference_energies"]
+    residual = [(float(s.energy) - sum(e0[int(z)] for z in s.numbers)) / s.natoms for s in molecules]
+    assert kept["energy_per_atom_residual_std"] == pytest.approx(np.std(residual), rel=1e-12)
+    given = compute_statistics(molecules, reference_energies={1: 0.0, 6: 0.0, 8: 0.0})
+    assert given["reference_energies_source"] == "given"
+
+
+def test_isolated_e0s_need_every_element_and_agreeing_frames():
+    rng = np.random.default_rng(4)
+    with pytest.raises(ValueError, match=r"no reference energy for elements \[8\]"):
+        compute_statistics([_isolated(1, -13.5), _isolated(6, -1030.0), _structure(rng, [8, 1, 1])],
+                           reference_energies="isolated")
+    with pytest.warns(StatisticsWarning, match="differ in energy"):
+        stats = compute_statistics([_isolated(1, -13.5), _isolated(1, -13.4)], reference_energies="isolated")
+    assert stats["reference_energies"] == {1: -13.5}
+    one_atom_bulk = _isolated(29, -3.0, "bulk")  # one atom, but not an isolated-atom frame
+    assert compute_statistics([one_atom_bulk], reference_energies={29: -3.0})["isolated_atoms"] == []
+    with pytest.raises(ValueError, match="must be 'fit', 'isolated'"):
+        compute_statistics([one_atom_bulk], reference_energies="mean")
