@@ -312,3 +312,36 @@ def test_structure_to_atoms_puts_ase_properties_in_the_calculator():
     np.testing.assert_array_equal(atoms.get_dipole_moment(), s.extras["dipole"])
     assert atoms.info["total_charge"] == 0.0 and atoms.arrays["fixed"].tolist() == [True, False, True]
     assert atoms.constraints[0].index.tolist() == [0, 2]  # fixed is also ASE's FixAtoms
+
+
+def test_mace_shard_properties(tmp_path):
+    """MACE's preprocessed shards: weight/config_type (configuration group) and dipole/charges/head
+    (properties/), "None" meaning absent, written as MACE's save_configurations_as_HDF5 does."""
+    rng = np.random.default_rng(2)
+    path = tmp_path / "train_0.h5"
+    with h5py.File(path, "w") as f:
+        grp = f.create_group("config_batch_0")
+        for j in range(3):
+            sub = grp.create_group(f"config_{j}")
+            sub["atomic_numbers"] = np.array([8, 1, 1])
+            sub["positions"] = rng.normal(size=(3, 3))
+            props = sub.create_group("properties")
+            props["energy"] = -float(j)
+            props["forces"] = rng.normal(size=(3, 3))
+            props["dipole"] = rng.normal(size=3) if j != 1 else "None"
+            props["charges"] = rng.normal(size=3)
+            props["head"] = "Default"
+            sub["cell"], sub["pbc"], sub["weight"] = "None", "None", 0.5 + j
+            sub["config_type"] = f"type{j}"
+    dataset = MolecularDataset(path, properties=["dipole", "charges", "weight", "config_type", "head"])
+    with h5py.File(path) as f:
+        for j in range(3):
+            s, sub = dataset.get_structure(j), f[f"config_batch_0/config_{j}"]
+            assert s.extras["weight"] == sub["weight"][()] and s.extras["config_type"] == f"type{j}"
+            np.testing.assert_array_equal(s.extras["charges"], sub["properties/charges"][()])
+            if j == 1:
+                assert "dipole" not in s.extras
+            else:
+                np.testing.assert_array_equal(s.extras["dipole"], sub["properties/dipole"][()])
+    batch = next(iter(MolecularDataLoader(dataset, batch_size=3)))
+    assert batch["dipole_mask"].tolist() == [True, False, True] and batch["head"] == ["Default"] * 3

@@ -258,6 +258,8 @@ def read_properties(
             raw = source.get(key)
         except (ValueError, KeyError) as exc:
             raise format_error(path, index, key, f"{source.where}: {exc}") from None
+        if raw is None:  # a source's way of saying "not for this structure" (MACE's "None")
+            continue
         if nan_as_missing and isinstance(raw, np.ndarray) and raw.dtype.kind == "f" and raw.size \
                 and np.isnan(raw).all():
             continue
@@ -305,7 +307,7 @@ def declare_properties(
         sources = probe(i)
         for prop in list(pending):
             hit = find(prop, sources)
-            if hit is None:
+            if hit is None or hit[0].get(hit[1]) is None:
                 continue
             pending.remove(prop)
             source, key = hit

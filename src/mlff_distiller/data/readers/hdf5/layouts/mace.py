@@ -123,6 +123,22 @@ class MaceLayout(Layout):
             if self.ctx.keys.key(label) not in seen:
                 raise self.missing_key(label, seen)
 
+    def property_sources(self, files: H5Files, index: int) -> list:
+        """A configuration's ``weight``/``config_type``/``head`` (per structure) and its
+        ``properties/`` (``dipole``, ``charges``, ``virials``, ``total_charge``...; kinds from the
+        key declarations); a value MACE wrote as ``"None"`` is absent."""
+        from ....keys import STRUCTURE
+        from ....properties import PropertySource
+
+        k, path, gid = self._group(files, index)
+        present = files.policy.members(gid, path)
+        lid, names, prefix = self._label_group(gid, present, files.policy, path)
+        config = [n for n in present if n not in _STRUCTURAL]
+        sources = [PropertySource(_MaceValues(gid, config, files, path), STRUCTURE, "the configuration group")]
+        if prefix:
+            sources.append(PropertySource(_MaceValues(lid, names, files, f"{path}/properties"), None, "properties/"))
+        return sources
+
     def label_keys(self, files: H5Files, index: int) -> list[str]:
         _, _, gid = self._group(files, index)
         return sorted(self._label_group(gid, member_names(gid))[1])
@@ -187,3 +203,33 @@ class MaceLayout(Layout):
             file_index=k,
             **labels,
         )
+
+
+#: datasets of a MACE configuration group that are not per-structure properties
+_STRUCTURAL = ("atomic_numbers", "positions", "cell", "pbc", "properties", "property_weights")
+
+
+class _MaceValues(dict):
+    """Datasets ``names`` of one group read on access; MACE's ``"None"`` reads as None (absent)."""
+
+    def __init__(self, gid, names, files: H5Files, where: str) -> None:
+        super().__init__()
+        self._gid, self._names, self._files, self._where = gid, set(names), files, where
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        reader = DatasetReader.open(self._gid, name, self._files.dtypes, where=f"{self._where}/{name}")
+        self._files.policy.check_dataset(reader.ds, f"{self._where}/{name}")
+        out = reader.all()
+        return None if is_none_marker(out) else out
+
