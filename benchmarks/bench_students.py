@@ -164,7 +164,9 @@ def run(structures, teachers, models, sizes, threads, rounds, calls, cutoff, bud
             for size, hyper in SIZES.get(m, [("default", {})]):
                 if size in sizes:
                     entries.append(student_entry(m, size, hyper, atoms, cutoff))
+        start = time.perf_counter()
         time_structure(atoms, entries, threads, rounds, calls, budget)
+        print(f"{sname}: {len(entries)} entries timed in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         ms = {e.label: {n: statistics.median(e.times[n]) for n in threads} for e in entries}
         batch_ms = ms["(atoms_to_batch alone)"]
         for e in entries:
@@ -211,7 +213,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--models", default=",".join(available_models()))
     p.add_argument("--sizes", default=None, help="comma list of small,default,large (default all; default only with --quick)")
     p.add_argument("--threads", default=None, help="comma list of thread counts (default: 1 and all cores)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median reported); default 5, 1 with --quick")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median reported); default 3, 1 with --quick")
     p.add_argument("--calls", type=int, default=None, help="most calls per entry per round; default 20, 2 with --quick")
     p.add_argument("--budget", type=float, default=0.3, help="seconds per entry and round (slow entries make fewer calls)")
     p.add_argument("--cutoff", type=float, default=CUTOFF, help="student cutoff, Å")
@@ -223,7 +225,7 @@ def main(argv=None) -> list[dict]:
     sizes = split(a.sizes) if a.sizes is not None else (["default"] if a.quick else ["small", "default", "large"])
     all_threads = os.cpu_count() or 1
     threads = [int(x) for x in split(a.threads)] if a.threads else sorted({1, all_threads})
-    rounds = a.rounds or (1 if a.quick else 5)
+    rounds = a.rounds or (1 if a.quick else 3)
     calls = a.calls or (2 if a.quick else 20)
     rows = run(split(a.structures), teachers, split(a.models), sizes, threads, rounds, calls, a.cutoff, a.budget)
     print_table(rows, threads, teachers)
