@@ -297,3 +297,14 @@ def test_an_undeclared_ambiguous_key_is_an_error_not_a_guess():
         molecular_collate_fn_no_padding(samples)
     batch = molecular_collate_fn_no_padding(samples, keys=KeyRegistry([Key("field", "structure", (3,))]))
     assert batch["field"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("ase", "db"), ("hdf5", "h5"), ("xyz", "xyz")])
+def test_k_must_be_the_same_in_every_structure_of_any_file(structures, tmp_path, fmt, suffix):
+    other = Structure(**{**vars(structures[1]), "extras": dict(structures[1].extras)})
+    n = len(other.numbers)
+    other.extras["hvp"] = np.zeros((n, 3, 3))
+    other.extras["hvp_directions"] = np.ones((n, 3, 3)) / np.sqrt(3 * n)
+    with pytest.raises(DataFormatError, match=r"s\.\w+, structure 1, key 'hvp'.*same for every structure"):
+        write_structures(tmp_path / f"s.{suffix}", [structures[0], other], fmt)
+    assert not (tmp_path / f"s.{suffix}").exists()

@@ -64,9 +64,9 @@ def demo(teacher: str, structure: str, out: Optional[Path], budget_minutes: Opti
         run_demo(out or Path("demo_output"), num_structures=num_structures, seed=seed, batch_size=batch_size,
                  overwrite=overwrite, console=console())
         return
-    from ..distill import DistillConfig, RunDir, distill
+    from ..distill import DistillConfig, RunDir
     from ..evaluation.report import load_report, render_table
-    from .distill import print_result
+    from .distill import print_result, run_cli
 
     out = out or Path("demo_run")
     plan = dict(QUICK_PLAN if teacher.lower() in ("gfn2-xtb", "emt") else DEMO_PLAN)
@@ -84,8 +84,7 @@ def demo(teacher: str, structure: str, out: Optional[Path], budget_minutes: Opti
         c.print(render_table(report, title=f"Teacher vs student (finished demo in {out}; --overwrite to run it again)"))
         c.print(f"report: {run.report_md}")
         return
-    log = lambda text: click.echo(text, err=True)  # noqa: E731
-    log(f"distilling {teacher} on {structure} into a student in about {values['budget_minutes']:g} minutes "
-        f"(run directory {out}/)")
-    result = distill(DistillConfig.from_dict(values), overwrite=overwrite, log=log)
+    click.echo(f"distilling {teacher} on {structure} into a student in about {values['budget_minutes']:g} minutes "
+        f"(run directory {out}/)", err=True)
+    result = run_cli(DistillConfig.from_dict(values), overwrite)
     print_result(result)

@@ -128,7 +128,7 @@ def distill(structures, out, config_path, overwrite, json_output, **given) -> No
     """Distill TEACHER on SEEDS into a fast student: sample with teacher MD, label (energies, forces,
     stress, HVPs), split by provenance, train, export, evaluate, report. Every stage writes into the
     run directory; rerun the same command to resume after an interruption."""
-    from ..distill import DistillConfig, distill as run_distill
+    from ..distill import DistillConfig
     from ..distill.run import load_run_config
 
     base = load_run_config(config_path).to_dict() if config_path else DistillConfig().to_dict()
@@ -137,8 +137,18 @@ def distill(structures, out, config_path, overwrite, json_output, **given) -> No
     given.update(structures=structures or None, out=out)
     overwrite_flag = overwrite
     cfg = build_config(base, given)
+    result = run_cli(cfg, overwrite_flag)
+    print_result(result, json_output)
+
+
+def run_cli(cfg, overwrite: bool):
+    """``distill`` with its errors as one-line user errors (a finished run, a missing optional teacher)."""
+    from ..distill import distill as run_distill
+    from ..teachers import MissingExtraError
+
     try:
-        result = run_distill(cfg, overwrite=overwrite_flag, log=lambda text: click.echo(text, err=True))
+        return run_distill(cfg, overwrite=overwrite, log=lambda text: click.echo(text, err=True))
     except FileExistsError as exc:
         raise InputError(str(exc) if not exc.filename else f"{exc.filename}: {exc.strerror}") from None
-    print_result(result, json_output)
+    except MissingExtraError as exc:
+        raise InputError(str(exc)) from None

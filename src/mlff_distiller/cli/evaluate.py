@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .errors import InputError
 from .options import FiniteFloatRange
 
 
@@ -37,9 +38,12 @@ def evaluate(student, data, teacher, teacher_options, out, fmt, threads, device,
 
     teacher_obj = None
     if teacher is not None:
-        from ..teachers import get_teacher
+        from ..teachers import MissingExtraError, get_teacher
 
-        teacher_obj = get_teacher(teacher, **parse_key_values(teacher_options, "--teacher-option"))
+        try:
+            teacher_obj = get_teacher(teacher, **parse_key_values(teacher_options, "--teacher-option"))
+        except MissingExtraError as exc:
+            raise InputError(str(exc)) from None
     report = run_evaluate(
         student, data, teacher=teacher_obj, out_dir=out, device=device, num_threads=threads,
         speed_structures=speed_structures, speed_rounds=speed_rounds, md_steps=md_steps,

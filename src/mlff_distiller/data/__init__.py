@@ -1,4 +1,4 @@
-"""The guide's public names: datasets, loaders, collate functions, splits and transforms."""
+"""The guide's public names: datasets, loaders, collate functions, splits, transforms and the key registry."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ _EXPORTS = {
     "AddNoise": "transforms",
     "NormalizeEnergy": "transforms",
     "NormalizeForces": "transforms",
+    "Key": "keys",
+    "KeyRegistry": "keys",
+    "DEFAULT_KEYS": "keys",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -209,8 +209,9 @@ class Collater:
     a dataset's samples bring their dataset's registry. return_atoms: batches carry ``atoms``, a
     list of ``ase.Atoms`` (built from the raw structures, then transformed with the samples).
     seed: random transforms draw from a generator of this collate function (see ``loader.py``):
-    seeded from ``seed`` and ``epoch_seed`` in the main process, from ``seed`` and the worker's
-    torch seed in a DataLoader worker. None: they use their own or torch's global RNG.
+    seeded from ``seed`` in the main process (one stream that goes on from epoch to epoch), from
+    ``seed`` and the worker's torch seed in a DataLoader worker. None: they use their own or
+    torch's global RNG.
     transfer: in a DataLoader worker, return the batch in the compact transfer format
     (``transfer.encode_batch``; ``MolecularDataLoader`` decodes it).
     """
@@ -235,8 +236,6 @@ class Collater:
         self.keys = registry_of(keys)
         self.return_atoms = bool(return_atoms)
         self.seed = None if seed is None else int(seed)
-        #: main process: the transform stream of the current epoch (set by the loader per epoch)
-        self.epoch_seed = 0
         self.transfer = bool(transfer)
         self._generator: Optional[torch.Generator] = None
         self._owner: Optional[tuple] = None
@@ -246,9 +245,10 @@ class Collater:
         if self.seed is None:
             return None
         info = get_worker_info()
-        owner = (os.getpid(), self.epoch_seed if info is None else info.seed, info is None)
+        owner = (os.getpid(), None if info is None else info.seed)
         if self._generator is None or self._owner != owner:
-            state = np.random.SeedSequence([self.seed, owner[1] % 2**63]).generate_state(2, np.uint32)
+            entropy = [self.seed] if info is None else [self.seed, info.seed % 2**63]
+            state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
             self._generator = torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
             self._owner = owner
         return self._generator

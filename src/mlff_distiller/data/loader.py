@@ -16,10 +16,11 @@ handle when pickled and reopen it after ``fork``), so ``num_workers > 0`` works 
 With ``seed=`` the batches are the same whatever ``num_workers`` and ``persistent_workers`` are (the
 shuffle has its own generator). Random transforms then draw from a generator of the collate
 function (``Transform.apply(sample, generator)``), never from torch's global RNG: in the main process
-it is seeded every epoch from the loader's generator; in a worker from the loader's seed and the
-worker's torch seed (``torch.utils.data.get_worker_info().seed``, drawn by torch from the loader's
-generator). The draws are reproducible for a ``seed`` and ``num_workers``, differ between epochs,
-and differ between worker counts.
+one stream seeded from ``seed`` that goes on from epoch to epoch; in a worker a stream seeded from
+``seed`` and the worker's torch seed (``torch.utils.data.get_worker_info().seed``, drawn by torch
+from the loader's generator every epoch, or once for persistent workers). The draws are
+reproducible for a ``seed`` and ``num_workers``, differ between epochs, and differ between worker
+counts.
 """
 
 from __future__ import annotations
@@ -199,12 +200,10 @@ class MolecularDataLoader(DataLoader):
                 s.set_epoch(epoch)
 
     def __iter__(self) -> Iterator:
-        collate = self.collate_fn
-        if isinstance(collate, Collater) and self.num_workers == 0 and collate.seed is not None:
-            # the main process's transform stream for this epoch, drawn like torch's worker seeds
-            collate.epoch_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
+        """torch's iterator; batches from workers are decoded from the compact transfer format."""
         iterator = super().__iter__()
-        if isinstance(collate, Collater) and collate.transfer and self.num_workers > 0:
+        collate = self.collate_fn
+        if self.num_workers > 0 and isinstance(collate, Collater) and collate.transfer:
             return _Decoded(iterator)
         return iterator
 

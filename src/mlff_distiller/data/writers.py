@@ -75,9 +75,19 @@ def check_finite(structure: Structure, index: int, path: str | os.PathLike, keys
 
 
 def _finite(structures: Iterable[Structure], path: Path, keys: KeyRegistry) -> Iterator[Structure]:
-    """``structures`` passed through ``check_finite`` one by one (indices counted from 0)."""
+    """``structures`` passed through ``check_finite`` one by one (indices counted from 0); a key
+    whose row shape has a symbol (K of ``hvp``) must have the same row shape in every structure."""
+    rows: dict[str, tuple] = {}
     for i, s in enumerate(structures):
         check_finite(s, i, path, keys)
+        for name, value in s.extras.items():
+            key = keys[name]
+            if any(isinstance(d, str) for d in key.shape):
+                row = np.shape(value)[1 if key.kind == ATOM else 0:]
+                if rows.setdefault(name, row) != row:
+                    raise format_error(str(path), i, name, f"row shape {list(row)} differs from {list(rows[name])} "
+                                                          "of earlier structures: it must be the same for every "
+                                                          "structure of a file")
         yield s
 
 

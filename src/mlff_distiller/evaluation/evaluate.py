@@ -168,8 +168,7 @@ def evaluate(
         report["speed"] = {"student": time_calls(calc, timed, rounds=speed_rounds, num_threads=num_threads),
                            "threads": num_threads, "structures": len(timed),
                            "method": "one structure per call through ASE (energy + forces), warm-up dropped, median"}
-    report["batched"] = batched_throughput(calc, atoms_list[: max(batch_size, 2)] * 1, batch_size=batch_size,
-                                           num_threads=num_threads)
+    report["batched"] = batched_throughput(calc, atoms_list[:batch_size], batch_size=batch_size, num_threads=num_threads)
 
     if md_steps > 0:
         temps = [p.get("sample_temperature") for p in prov if p.get("sample_temperature") is not None]

@@ -109,7 +109,7 @@ def compare_speed(
         for r in range(rounds):
             t_times += _one_round(teacher_calc, structures, stress)
             s_times += _one_round(student_calc, structures, stress)
-            if max_seconds is not None and r >= 0 and time.perf_counter() - start > max_seconds * (r + 1) / rounds:
+            if max_seconds is not None and time.perf_counter() - start > max_seconds * (r + 1) / rounds:
                 break  # this pace would overrun the budget
     finally:
         restore()
@@ -134,6 +134,7 @@ def batched_throughput(
     """Student throughput with ``batch_size`` structures per model call (``StudentCalculator.predict``):
     structures/s and ms per structure (median over rounds, after one warm-up round)."""
     structures = distinct_structures(structures)
+    batch_size = min(batch_size, len(structures))  # what is actually measured
     restore = _with_threads(num_threads)
     try:
         threads = torch.get_num_threads()

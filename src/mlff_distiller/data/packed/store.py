@@ -93,6 +93,8 @@ class PackedStore:
         #: some array is an h5py dataset (chunked file): gathers go through ``_take_h5``
         self._via_h5py = not all(isinstance(v, np.ndarray) for v in arrays.values())
         self._aranged = np.zeros(0, dtype=np.int64)
+        #: [S] structures whose values this process has checked (``read_batch``)
+        self._validated = np.zeros(0, dtype=bool)
         self._true = np.ones(0, dtype=bool)
 
     @property
@@ -179,13 +181,21 @@ class PackedStore:
             if self.edge_exact32 is not None:
                 batch.edges_exact = self.edge_exact32.take(idx)
         # impossible values (NaN positions, Z <= 0, an edge index outside its structure) are
-        # refused here, whoever wrote the file (readers/checks.py; proportional to what was read)
+        # refused here, whoever wrote the file (readers/checks.py; proportional to what was read).
+        # Each structure is checked the first time this process reads it: later epochs cost one
+        # gather of the flags.
+        validated = self._validated
+        if validated.shape[0] != len(self):
+            validated = self._validated = np.zeros(len(self), dtype=bool)
+        if validated.take(idx).all():
+            return batch
         check_packed_batch(
             {name: c.values for name, c in columns.items() if c.kind != LIST}, natoms, idx, path=self.path,
             present={name: c.present for name, c in columns.items() if c.present is not None},
             edge_index=batch.stored_edges[0] if self.has_edges else None,
             num_edges=batch.num_edges if self.has_edges else None, registry=self.key_registry,
         )
+        validated[idx] = True
         return batch
 
     def _arange(self, n: int) -> np.ndarray:
