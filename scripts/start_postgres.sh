@@ -128,7 +128,7 @@ if [ ! -f "$DIR/data/PG_VERSION" ]; then
     as_pg sh -c "umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' > '$DIR/password'"
     # local (socket) connections: trust, for the setup below; TCP: password (scram-sha-256)
     as_pg "$BIN/initdb" -D "$DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-        -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 || {
+        -E UTF8 --locale=C.UTF-8 --no-sync >"$DIR/initdb.log" 2>&1 || {
         cat "$DIR/initdb.log" >&2; exit 1; }
 fi
 

@@ -55,15 +55,30 @@ def test_file_modified_in_place_is_refused(tmp_path):
         clone.read(0)
 
 
-def test_dataloader_worker_sees_the_replaced_file(tmp_path):
+def _first_sample_in_a_child(dataset, conn) -> None:
+    try:
+        dataset[0]
+        conn.send("read")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(f"{type(exc).__name__}: {exc}")
+
+
+def test_worker_process_sees_the_replaced_file(tmp_path):
+    """What a DataLoader worker does: a forked process gets the dataset and reads from it."""
+    import multiprocessing
+
     path = tmp_path / "data.xyz"
     write_structures(path, _structures(6, seed=1), "xyz")
     dataset = MolecularDataset(path, format="xyz", return_atoms=False, dtype=torch.float64)
+    dataset[0]  # the parent has its file open
     write_structures(path, _structures(6, seed=2), "xyz", overwrite=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=lambda b: b,
-                                         multiprocessing_context="fork")
-    with pytest.raises(DataFormatError, match="file changed since the dataset was opened"):
-        next(iter(loader))
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    worker = ctx.Process(target=_first_sample_in_a_child, args=(dataset, child))
+    worker.start()
+    message = parent.recv()
+    worker.join()
+    assert message.startswith("DataFormatError: ") and "file changed since the dataset was opened" in message
 
 
 def test_sqlite_rows_added_without_touching_the_main_file(tmp_path):
@@ -71,11 +86,13 @@ def test_sqlite_rows_added_without_touching_the_main_file(tmp_path):
     the row count and largest id show the change."""
     path = tmp_path / "data.db"
     write_structures(path, _structures(3, seed=1), "ase")
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.commit()
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA journal_mode=WAL")  # stays set in the file
+    con.close()
     reader = open_reader(path)
     worker_copy = pickle.dumps(reader)
+    reader.close()
+    con = sqlite3.connect(path)
     columns = [r[1] for r in con.execute("PRAGMA table_info(systems)") if r[1] not in ("id", "unique_id")]
     con.execute(f"INSERT INTO systems (unique_id, {', '.join(columns)}) "
                 f"SELECT 'copy', {', '.join(columns)} FROM systems WHERE id=1")

@@ -101,7 +101,7 @@ _LIMITED_WRITE = textwrap.dedent(
     import numpy as np
     from test_hardening_writers import _structures
     from mlff_distiller.data.writers import write_structures
-    many = _structures(12) * 100
+    many = _structures(12) * 40  # ~0.5 MB in every format: beyond the limit
     try:
         write_structures({out!r}, many, {fmt!r})
     except OSError as exc:
