@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from .errors import format_error
-from .keys import ATOM, DEFAULT_KEYS, LIST, KeyRegistry
+from .keys import ATOM, DEFAULT_KEYS, LIST, STRUCTURE_LABELS, KeyRegistry
 from .publish import SpaceGuard, check_target, publish
 from .structure import Structure, structure_to_atoms
 
@@ -56,7 +56,7 @@ def _normalize(path: Path, fmt: Optional[str]) -> str:
 
 
 #: the float fields a structure must hold finite values in
-FINITE_FIELDS = ("positions", "cell", "energy", "forces", "stress")
+FINITE_FIELDS = ("positions", "cell") + STRUCTURE_LABELS
 
 
 def check_finite(structure: Structure, index: int, path: str | os.PathLike, keys: KeyRegistry = DEFAULT_KEYS) -> None:
@@ -301,7 +301,7 @@ def structure_difference(a: Structure, b: Structure, *, extras: bool = True) -> 
     Arrays are compared by value, not dtype: a float32 array equals its float64 copy.
     ``extras=False`` compares positions, numbers, cell, pbc and energy/forces/stress only.
     """
-    for name in ("numbers", "positions", "cell", "pbc", "energy", "forces", "stress"):
+    for name in ("numbers", "positions", "cell", "pbc") + STRUCTURE_LABELS:
         x, y = getattr(a, name), getattr(b, name)
         if (x is None) != (y is None):
             return f"{name}: present in one structure only"
