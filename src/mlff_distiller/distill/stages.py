@@ -59,40 +59,11 @@ def _atomic_dir_file(path: Path) -> Path:
     return tmp
 
 
-def _remove_partials(directory: Path) -> None:
-    """Temporary files of writers killed mid-write (``.<name>.partial-<pid>.db``, ``.<name>.tmp.db``)."""
-    for pattern in (".*.partial-*", ".*.tmp.*"):
-        for path in directory.glob(pattern):
-            if path.is_file():
-                path.unlink()
-
-
 def _write(path: Path, structures, metadata: dict) -> int:
-    """``data.writers.write_structures(path, structures, "ase", metadata=...)`` keeping extras.
+    """Structures (labels, provenance and HVPs in ``extras``) into an ASE database with file ``metadata``."""
+    from ..data.writers import write_structures
 
-    TEMP (distill helper): until the data layer's ASE-db writer keeps ``Structure.extras`` and
-    metadata (CONTRACTS "Changes"), rows are written here the way CONTRACTS section 3 lays them out:
-    labels in a SinglePointCalculator, scalar extras as key-value pairs, arrays in ``row.data``."""
-    from ..data import writers
-
-    try:
-        return writers.write_structures(path, structures, "ase", overwrite=True, metadata=metadata)
-    except TypeError:  # no metadata= yet
-        pass
-    from ase.db import connect
-
-    tmp = _atomic_dir_file(path)
-    count = 0
-    with connect(tmp) as db:
-        for s in structures:
-            atoms = writers.to_atoms(s, count)
-            kvp = {k: v for k, v in (s.extras or {}).items() if isinstance(v, (str, int, float, np.integer, np.floating))}
-            data = {k: np.asarray(v) for k, v in (s.extras or {}).items() if isinstance(v, np.ndarray)}
-            db.write(atoms, key_value_pairs=kvp, data=data)
-            count += 1
-    connect(tmp).metadata = json.loads(json.dumps(metadata, default=str))
-    os.replace(tmp, path)
-    return count
+    return write_structures(path, structures, "ase", overwrite=True, metadata=metadata)
 
 
 # -- sample -------------------------------------------------------------------------------------------
@@ -117,7 +88,6 @@ def stage_sample(ctx: Context) -> list[Path]:
 
     cfg, run = ctx.config, ctx.run
     run.samples.mkdir(parents=True, exist_ok=True)
-    _remove_partials(run.samples)
     outputs = []
     for part in sample_parts(cfg):
         path = run.samples / f"{part['name']}.db"
@@ -172,7 +142,6 @@ def stage_label(ctx: Context) -> list[Path]:
 
     cfg, run = ctx.config, ctx.run
     run.labels.mkdir(parents=True, exist_ok=True)
-    _remove_partials(run.labels)
     parts = sample_parts(cfg)
     sources = {
         run.train_pool: ([run.samples / f"{p['name']}.db" for p in parts if p["role"] == "train"], cfg.hvp),
