@@ -317,6 +317,9 @@ def inspect_labels(
         looked_at = total
     report = LabelReport(str(getattr(reader, "display_path", reader)), total, looked_at, dict(found))
     report.keys = used_keys(reader)
+    for label in DEFAULT_KEYS:  # readers that do not record keys (packed) store labels under their names
+        if found.get(label, 0) and label not in report.keys:
+            report.keys[label] = label
     for label in DEFAULT_KEYS:
         if found.get(label, 0) or not reader.keys.is_default(label) or not total:
             continue
