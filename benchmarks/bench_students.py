@@ -227,11 +227,15 @@ def main(argv=None) -> list[dict]:
     threads = [int(x) for x in split(a.threads)] if a.threads else sorted({1, all_threads})
     rounds = a.rounds or (1 if a.quick else 3)
     calls = a.calls or (2 if a.quick else 20)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5 * all_threads:
+        print(f"warning: load average {load:.1f} on {all_threads} cores: other processes share the CPU; "
+              "multi-thread timings (OpenMP) suffer most, ratios within this run stay comparable", file=sys.stderr)
     rows = run(split(a.structures), teachers, split(a.models), sizes, threads, rounds, calls, a.cutoff, a.budget)
     print_table(rows, threads, teachers)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"threads": threads, "cutoff": a.cutoff, "rounds": rounds, "calls": calls, "budget": a.budget,
+            json.dump({"threads": threads, "load_average": load, "cutoff": a.cutoff, "rounds": rounds, "calls": calls, "budget": a.budget,
                        "torch": torch.__version__, "rows": rows}, f, indent=1)
     return rows
 

@@ -29,8 +29,8 @@ class PaiNN(StudentModel):
     ``envelope_p``, ``avg_neighbors`` (messages scaled by 1/sqrt of it).
 
     Default size 32 x 2 (26.7 k parameters for 3 elements): the fastest size measured to reach
-    < 40 meV/Å force MAE against SevenNet-0 on aspirin MD (29.7 meV/Å; 32 x 3: 27.7 meV/Å at ~1.4x
-    the cost; see the models README section)."""
+    < 40 meV/Å force MAE against SevenNet-0 on aspirin MD (29.7 meV/Å; 32 x 3: 27.7 meV/Å at
+    1.3-1.6x the cost per call)."""
 
     name = "painn"
 
