@@ -114,7 +114,8 @@ def stage_sample(ctx: Context) -> list[Path]:
 
             count = _write(path, structures(), metadata)
         seconds = time.perf_counter() - start
-        run.mark_done(f"sample.{part['name']}", [path], seconds, frames=count)
+        run.mark_done(f"sample.{part['name']}", [path], seconds, frames=count,
+                      kinetic_temperature=float(np.mean(kinetic)) if kinetic else None)
         ctx.log(f"sampled {count} frames ({part['name']}) in {seconds:.0f} s"
                 + (f", mean kinetic temperature {np.mean(kinetic):.0f} K" if kinetic else ""))
     return outputs
@@ -378,11 +379,20 @@ def pipeline_summary(ctx: Context) -> dict:
     summary_path = run.train / "summary.json"
     if summary_path.exists():
         s = json.loads(summary_path.read_text())
+        best = s.get("best_metrics") or {}
         training = {"epochs": s.get("epochs_run"), "best epoch": s.get("best_epoch"),
                     "seconds": round(float(s.get("seconds") or 0.0)),
-                    **{k: v for k, v in (s.get("best_metrics") or {}).items() if k.startswith("val_")}}
+                    **{f"{k} (meV/Å)": round(best[k], 1) for k in ("val_forces_mae", "val_forces_rmse") if k in best},
+                    **{f"{k} (meV/atom)": round(best[k], 2) for k in ("val_energy_mae", "val_energy_rmse") if k in best}}
+    runs = {}
+    for part in sample_parts(cfg):
+        marker = run.read_marker(f"sample.{part['name']}") or {}
+        if marker:
+            t = marker.get("kinetic_temperature")
+            runs[part["name"]] = f"{marker.get('frames')} frames" + (f", mean kinetic T {t:.0f} K" if t else "")
     return {
         "seed structures": ", ".join(cfg.structures),
+        "sampling runs": runs,
         "sampling": (f"Langevin MD (teacher), train at {', '.join(f'{t:g} K' for t in cfg.train_temperatures)} × "
                      f"{cfg.train_samples} frames, held-out at {', '.join(f'{t:g} K' for t in cfg.test_temperatures)} × "
                      f"{cfg.test_samples} frames per seed, every {cfg.md_interval} (held-out: {cfg.test_interval}) MD "
