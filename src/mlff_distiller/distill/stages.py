@@ -4,11 +4,14 @@ own there; each is safe to rerun after being killed (it resumes or starts over, 
 - ``sample``: teacher Langevin MD from every seed structure — one run per training temperature and,
   with another random stream, one per held-out temperature; frames keep the MD call's labels.
   One file + marker per run, so a kill loses at most the run in progress.
-- ``label``: ``teachers.label_file`` (resumable journal) labels the training pool (with ``hvp``
-  Hessian-vector products when asked) and the held-out set into ASE databases.
+- ``label``: the frames already carry the teacher's energy/forces(/stress), so without HVPs the
+  runs are merged into ``labels/train_pool.db`` and ``labels/test.db``; with ``hvp`` K,
+  ``teachers.label_file`` (resumable journal, ``reuse_labels``) adds K Hessian-vector products per
+  training structure at 2K teacher calls each.
 - ``split``: training pool -> train/val by provenance: MD runs (``sample_group`` × temperature) cut
-  into blocks of ``val_block`` consecutive frames; whole blocks go to validation, so no validation
-  frame has its MD neighbour in training. The held-out test set is a separate sampling run.
+  into blocks of ``val_block`` consecutive frames; whole blocks go to validation, so validation is
+  whole stretches of trajectory, not single frames between two training neighbours. The held-out
+  test set is a separate sampling run.
 - ``train``: ``training.train`` (Lightning), resumed from its last checkpoint after a kill.
 - ``export``: the best EMA weights -> ``RUN/student.safetensors`` with the distill config in its metadata.
 - ``evaluate``: ``evaluation.evaluate`` on the held-out set, teacher timed like for like.
