@@ -56,8 +56,9 @@ class CommandGroup(click.Group):
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mlff-distiller")
 def cli() -> None:
-    """Generate, inspect, check, convert and benchmark datasets for training machine-learning
-    force fields (ASE database, extended XYZ, HDF5, packed).
+    """Distill a slow force field (SevenNet-0, MACE, GFN2-xTB, any ASE calculator) into a small,
+    fast student: sample, label, train, evaluate — and inspect, check and convert the data
+    (ASE database, extended XYZ, HDF5, packed).
 
     Start with `mlff-distiller demo`. Exit codes: 0 success, 1 `validate` found problems,
     2 bad input (one line `Error: ...` on stderr).
