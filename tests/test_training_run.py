@@ -173,6 +173,20 @@ def test_resume_equals_uninterrupted(emt_db, tmp_path):
         train(emt_db, out_dir=tmp_path / "part", **common)
 
 
+def test_cosine_schedule_decays_over_the_epochs(emt_db, tmp_path):
+    from mlff_distiller.training.module import cosine_lr
+
+    assert cosine_lr(1e-2, 1e-5, 0.0) == 1e-2 and cosine_lr(1e-2, 1e-5, 1.0) == 1e-5
+    assert cosine_lr(1e-2, 0.0, 0.5) == pytest.approx(5e-3) and cosine_lr(1e-2, 0.0, 7.0) == 0.0
+    result = train(emt_db, out_dir=tmp_path / "cos", epochs=3, batch_size=8, lr=4e-3, min_lr=1e-5, val=0.2,
+                   seed=0, lr_schedule="cosine", **TINY)
+    lrs = [float(row["lr"]) for row in csv.DictReader(open(result.metrics_csv))]
+    expected = [1e-5 + 0.5 * (4e-3 - 1e-5) * (1 + np.cos(np.pi * (e + 0.5) / 3)) for e in range(3)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)  # set at each epoch start, middle-of-epoch progress
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(emt_db, out_dir=tmp_path / "bad", epochs=1, lr_schedule="linear", **TINY)
+
+
 def _cli(*args, timeout=300, env=None):
     return subprocess.run(
         [sys.executable, "-m", "mlff_distiller.cli", *map(str, args)], capture_output=True, text=True,

@@ -28,6 +28,7 @@ DEMO_PLAN = {
     "test_interval": 4,
     "val_block": 50,
     "md_equilibration": 40,
+    "timestep_fs": 1.0,  # sampling MD; the student's NVE check runs at md_timestep_fs
     "epochs": 10_000,
     "train_minutes": 3.0,
     "md_steps": 2000,

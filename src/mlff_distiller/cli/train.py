@@ -99,6 +99,10 @@ def _devices(text: str):
     help="Size-aware batches of at most this many atoms (instead of --batch-size).",
 )
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--lr-schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
+    help="plateau: halve the LR when val_loss stalls; cosine: decay to the minimum over --epochs (or --max-time).",
+)
 @click.option("--energy-weight", type=WEIGHT, default=5.0, show_default=True, help="Energy-per-atom loss weight.")
 @click.option("--forces-weight", type=WEIGHT, default=100.0, show_default=True)
 @click.option("--stress-weight", type=WEIGHT, default=10.0, show_default=True)
@@ -130,7 +134,7 @@ def _devices(text: str):
 @click.option("--config", "config_path", default=None, help="Start from a saved config.yaml (options override it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epochs, batch_size, max_atoms_per_batch,
-          lr, energy_weight, forces_weight, stress_weight, hvp_weight, energies_weight, hvp_force_target,
+          lr, lr_schedule, energy_weight, forces_weight, stress_weight, hvp_weight, energies_weight, hvp_force_target,
           val_fraction, val_data, test_fraction, split, seed, ema_decay, no_ema, patience, max_time, resume,
           overwrite, accelerator, devices, num_nodes, strategy, num_workers, threads, fmt, config_path,
           quiet) -> None:
@@ -175,6 +179,7 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
         num_workers=num_workers,
         epochs=epochs,
         lr=lr,
+        lr_schedule=lr_schedule,
         early_stopping_patience=patience,
         ema_decay=None if no_ema else ema_decay,
         weights=LossWeights(

@@ -42,7 +42,7 @@ class DistillConfig:
     md_interval: Optional[int] = None  # MD steps between training frames (auto: 1 without HVPs, labels are free)
     test_interval: Optional[int] = None  # MD steps between held-out frames (auto: ~2 fs)
     md_equilibration: Optional[int] = None  # MD steps before the first frame of each run
-    timestep_fs: Optional[float] = None  # None: 0.5 fs with hydrogen, else 2 fs
+    timestep_fs: Optional[float] = None  # sampling MD step (auto: 1 fs with hydrogen, else 2 fs)
     extra_methods: list = field(default_factory=list)  # e.g. ["rattle"] (extra training samples per seed)
     rattle_sigma: float = 0.05
     # labels
@@ -131,7 +131,7 @@ class DistillConfig:
     def unresolved(self) -> list[str]:
         """Names of the auto fields still None."""
         auto = ("train_samples", "test_samples", "md_interval", "test_interval", "md_equilibration", "epochs",
-                "train_minutes", "md_steps", "md_timestep_fs", "val_block")
+                "train_minutes", "md_steps", "md_timestep_fs", "timestep_fs", "val_block")
         return [n for n in auto if getattr(self, n) is None]
 
     # -- (de)serialisation -------------------------------------------------------------------------

@@ -290,6 +290,9 @@ def _quiet_training():
 
 
 def _train(train, cfg: DistillConfig, run: RunDir, resume: bool, options: dict):
+    # a time-budgeted run: the learning rate decays along a cosine over the training minutes (a plateau
+    # schedule never fires within a few minutes); train_options={"lr_schedule": "plateau"} overrides it
+    options = {"lr_schedule": "cosine", **options}
     return train(
         str(run.train_db), out_dir=str(run.train), model=cfg.model, val=str(run.val_db), epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, weights=dict(cfg.weights) or None, hvp_weight=cfg.hvp_weight,

@@ -88,6 +88,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     gradient_clip: Optional[float] = 10.0
+    # "plateau": multiply lr by lr_factor when val_loss has not improved for lr_patience epochs;
+    # "cosine": half-cosine decay to min_lr over the epochs (or over max_time when that ends first)
+    lr_schedule: str = "plateau"
     lr_factor: float = 0.5
     lr_patience: int = 5
     min_lr: float = 1e-6
@@ -162,6 +165,8 @@ class TrainConfig:
         number("test_fraction")
         number("hvp_force_target", open_low=True, allow_none=True)
         number("hvp_target_tolerance")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor!r}")
         if not 0 < self.hvp_decay <= 1:

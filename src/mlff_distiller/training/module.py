@@ -13,10 +13,18 @@ the monitored loss: the best epoch is the one with the best energies/forces/stre
 The plateau LR scheduler and the Hessian-weight schedule are stepped here, at the end of each
 validation epoch (before Lightning writes the epoch's checkpoints), and their state travels in the
 checkpoint as plain numbers, so a resumed run continues exactly where the uninterrupted one would.
+
+``lr_schedule="cosine"`` instead decays the learning rate from ``lr`` to ``min_lr`` along a half
+cosine, set at the start of each epoch: over ``max_epochs`` epochs, or — when a time budget
+``max_time`` (s) is given — over whichever of the two ends first (the progress of the epoch's middle,
+estimated from the last epoch's duration). The time-based progress is decided on rank 0 and broadcast,
+so DDP ranks share one learning rate; it depends on wall time, so a time-limited cosine run is not
+bit-for-bit reproducible (an epoch-limited one is).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Mapping, Optional
 
@@ -28,7 +36,10 @@ from .losses import LABELS, LossScales, residuals, weighted_loss
 from .metrics import ErrorAccumulator
 from .schedules import HessianWeightSchedule
 
-__all__ = ["StudentModule", "MONITOR"]
+__all__ = ["StudentModule", "MONITOR", "LR_SCHEDULES", "cosine_lr"]
+
+#: learning-rate schedules: decay on a validation plateau, or a half cosine over the run
+LR_SCHEDULES = ("plateau", "cosine")
 
 #: the metric the LR schedule, early stopping and the best checkpoint watch
 MONITOR = "val_loss"
@@ -52,6 +63,9 @@ class StudentModule(LightningModule):
         lr_patience: int = 5,
         min_lr: float = 1e-6,
         hvp_schedule: Optional[HessianWeightSchedule] = None,
+        lr_schedule: str = "plateau",
+        max_epochs: Optional[int] = None,
+        max_time: Optional[float] = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -62,6 +76,14 @@ class StudentModule(LightningModule):
         self.lr_factor = float(lr_factor)
         self.lr_patience = int(lr_patience)
         self.min_lr = float(min_lr)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
+        self.max_epochs = None if max_epochs is None else int(max_epochs)
+        self.max_time = None if max_time is None else float(max_time)
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._epoch_started: Optional[float] = None  # elapsed() when the current epoch started
+        self._last_epoch_s = 0.0
         self.hvp_schedule = hvp_schedule or HessianWeightSchedule(self.initial_weights["hvp"], factor=1.0)
         self.val_errors = ErrorAccumulator()
         self._train_sums = torch.zeros(len(LABELS) + 1, dtype=torch.float64)  # loss, then each term
@@ -110,6 +132,19 @@ class StudentModule(LightningModule):
     def _world_size(self) -> int:
         return 1 if self._trainer is None else int(self.trainer.world_size)
 
+    def _progress(self, now: float) -> float:
+        """Fraction of the run done at the middle of the epoch starting now (rank 0's clock in DDP)."""
+        fractions = []
+        if self.max_epochs:
+            fractions.append((self.current_epoch + 0.5) / self.max_epochs)
+        if self.max_time:
+            fractions.append((now + 0.5 * self._last_epoch_s) / self.max_time)
+        progress = max(fractions) if fractions else 0.0
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            progress = float(trainer.strategy.broadcast(progress, src=0))
+        return progress
+
     def elapsed(self) -> float:
         """Wall-clock seconds of training so far, earlier segments of a resumed run included."""
         now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
@@ -123,6 +158,14 @@ class StudentModule(LightningModule):
         return self.model(batch)
 
     def on_train_epoch_start(self) -> None:
+        now = self.elapsed()
+        if self._epoch_started is not None:
+            self._last_epoch_s = now - self._epoch_started
+        self._epoch_started = now
+        if self.lr_schedule == "cosine" and self._optimizer is not None:
+            lr = cosine_lr(self.lr, self.min_lr, self._progress(now))
+            for group in self._optimizer.param_groups:
+                group["lr"] = lr
         # Lightning calls set_epoch on a loader's sampler, not on a batch sampler: the batch plan of
         # an epoch must depend on the epoch number alone (a resumed run sees the same batches)
         for loader in _loaders(self.trainer.train_dataloader):
@@ -188,7 +231,7 @@ class StudentModule(LightningModule):
         if "forces_mae" in errors:
             self.hvp_schedule.step(errors["forces_mae"] / 1000.0)  # eV/Å
         self.log("elapsed_s", self.elapsed(), on_epoch=True, sync_dist=True)
-        optimizer = self.plateau.optimizer if self.plateau is not None else None
+        optimizer = self._optimizer
         if optimizer is not None:
             self.log("lr", optimizer.param_groups[0]["lr"], on_epoch=True, sync_dist=True)
         if self.initial_weights["hvp"] > 0:
@@ -199,6 +242,9 @@ class StudentModule(LightningModule):
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, amsgrad=True
         )
+        self._optimizer = optimizer
+        if self.lr_schedule != "plateau":
+            return optimizer  # the cosine schedule is set in on_train_epoch_start
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.lr_factor, patience=self.lr_patience, min_lr=self.min_lr
         )
@@ -228,6 +274,12 @@ class StudentModule(LightningModule):
                 self.plateau.load_state_dict(state["plateau"])
             else:
                 self._pending_plateau = state["plateau"]
+
+
+def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
+    """Half-cosine decay from ``lr`` (progress 0) to ``min_lr`` (progress >= 1)."""
+    p = min(max(float(progress), 0.0), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * p))
 
 
 def _plain(value: Any) -> Any:

@@ -227,6 +227,9 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
         lr_factor=cfg.lr_factor,
         lr_patience=cfg.lr_patience,
         min_lr=cfg.min_lr,
+        lr_schedule=cfg.lr_schedule,
+        max_epochs=cfg.epochs,
+        max_time=cfg.max_time,
         hvp_schedule=HessianWeightSchedule(
             0.0 if "hvp" in missing else weights["hvp"],
             factor=cfg.hvp_decay,
