@@ -19,6 +19,7 @@ def _statistics(paths: Sequence[str], fmt: Optional[str], options: dict, stats_o
     hidden); ``files``: the files read (several for a glob); ``display``: how tables name the data;
     ``label_keys``: the key each label/property was read from; ``candidates``: keys that may hold
     a label the keys found in no structure."""
+    from ..data.keys import STRUCTURE_LABELS
     from ..data.labels import inspect_labels
     from ..data.readers.base import check_configured_keys
     from ..data.stats import compute_statistics
@@ -27,7 +28,7 @@ def _statistics(paths: Sequence[str], fmt: Optional[str], options: dict, stats_o
         reader = open_input(paths, fmt, options)
         check_configured_keys(reader)
         stats = compute_statistics(progress(scan(reader), len(reader), "stats"), **stats_options)
-        found = {label: stats[f"num_with_{label}"] for label in ("energy", "forces", "stress")}
+        found = {label: stats[f"num_with_{label}"] for label in STRUCTURE_LABELS}
         report = inspect_labels(reader, found=found)  # warns (a note below) when candidates exist
         return {
             "file": shown_path(paths),

@@ -14,7 +14,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data.keys import STRUCTURE_LABELS
+
 __all__ = ["Errors", "compute_errors", "mae_rmse"]
+
+#: labels every reference structure must have (a stress only where the cell is periodic)
+_REQUIRED_LABELS = tuple(label for label in STRUCTURE_LABELS if label != "stress")
 
 
 def mae_rmse(diff: np.ndarray) -> dict:
@@ -62,7 +67,7 @@ def compute_errors(predictions: Sequence[dict], references: Sequence[dict]) -> E
         raise ValueError("no structures to evaluate")
     natoms, e_ref, e_pred, f_ref, f_pred, f_mae, s_diff = [], [], [], [], [], [], []
     for k, (p, r) in enumerate(zip(predictions, references)):
-        for key in ("energy", "forces"):
+        for key in _REQUIRED_LABELS:
             if r.get(key) is None:
                 raise ValueError(f"reference structure {k} has no {key!r} label")
         fr = np.asarray(r["forces"], dtype=np.float64)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..data.keys import PROVENANCE_KEYS  # per-structure provenance keys (CONTRACTS.md §3)
+from ..data.keys import PROVENANCE_KEYS, STRUCTURE_LABELS  # PROVENANCE_KEYS: CONTRACTS.md §3
 from ..data.structure import Structure
 from .hvp import cartesian_directions, compute_hvp, random_directions
 
@@ -34,6 +34,10 @@ def _check_finite(name: str, value, atoms) -> None:
         raise ValueError(f"non-finite {name} for {atoms.symbols}; refusing to label it")
 
 
+#: the calculator results a sample keeps: the structure labels and per-atom energies
+_KEPT_RESULTS = STRUCTURE_LABELS + ("energies",)
+
+
 def kept_results(atoms, calc) -> Optional[dict]:
     """The calculator's energy/forces(/stress/energies) when they belong to ``atoms`` exactly as it is
     now (same positions, cell, numbers), else None. Lets MD/relaxation samples keep the teacher call
@@ -43,7 +47,7 @@ def kept_results(atoms, calc) -> Optional[dict]:
         return None
     if calc.check_state(atoms, tol=0.0):
         return None
-    return {k: np.array(v, dtype=np.float64) for k, v in results.items() if k in ("energy", "forces", "stress", "energies")}
+    return {k: np.array(v, dtype=np.float64) for k, v in results.items() if k in _KEPT_RESULTS}
 
 
 def _compute(atoms, calc, want_stress: bool) -> dict:
@@ -140,7 +144,7 @@ def label_structure(
         stress=None if stress is None else np.asarray(stress, dtype=np.float64),
         extras=extras,
     )
-    for name in ("energy", "forces", "stress"):
+    for name in STRUCTURE_LABELS:
         _check_finite(name, getattr(structure, name), atoms)
     for name in ("energies", "hvp"):
         _check_finite(name, extras.get(name), atoms)

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional
 import torch
 from lightning.pytorch import LightningModule
 
+from ..data.keys import STRUCTURE_LABELS
 from ..models import predict
 from .losses import LABELS, LossScales, residuals, weighted_loss
 from .metrics import ErrorAccumulator
@@ -44,7 +45,7 @@ LR_SCHEDULES = ("plateau", "cosine")
 #: the metric the LR schedule, early stopping and the best checkpoint watch
 MONITOR = "val_loss"
 #: labels in the monitored validation loss
-VAL_LOSS_LABELS = ("energy", "forces", "stress", "energies")
+VAL_LOSS_LABELS = STRUCTURE_LABELS + ("energies",)
 _STATE_KEY = "mlff_distiller"
 
 

@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from ..keys import DEFAULT_KEYS, KeyRegistry, registry_of
+from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry, registry_of
 from ..publish import SpaceGuard, check_target, publish, spill_directory
 from ..readers.base import SCAN_CHUNK, Reader, scan
 from ..structure import Structure
@@ -100,7 +100,7 @@ def write_packed(
             builder.add(structures)
             if progress is not None:
                 progress(len(structures))
-        stored = [registry[n] for n in ("positions", "cell", "energy", "forces", "stress")] + list(builder._declared.values())
+        stored = [registry[n] for n in ("positions", "cell") + STRUCTURE_LABELS] + list(builder._declared.values())
         attrs["stored_units"] = json.dumps({k.name: k.unit for k in stored if k.unit and k.numeric})
         # h5py cannot close a file after a failed write: room for the spilled data first
         SpaceGuard(tmp, shown=str(path)).check(sum(f.stat().st_size for f in spill.iterdir()))

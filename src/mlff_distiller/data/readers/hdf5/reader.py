@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from ...errors import DataFormatError, format_error
-from ...keys import registry_of
+from ...keys import STRUCTURE_LABELS, registry_of
 from ...properties import PropertiesLike, declare_properties, parse_properties, read_properties
 from ...structure import Structure
 from ...units import UNIT_OPTIONS, LabelUnits
@@ -240,7 +240,7 @@ class Hdf5Reader(Reader):
     def _finish(self, structure: Structure, index: int) -> Structure:
         """Record the label keys used and add the requested properties."""
         keys = getattr(self._layout, "label_key_of", None)
-        for label in ("energy", "forces", "stress"):
+        for label in STRUCTURE_LABELS:
             if getattr(structure, label) is not None:
                 self.used_keys.setdefault(label, set()).add(keys(index, label) if keys else label)
         if self._properties:

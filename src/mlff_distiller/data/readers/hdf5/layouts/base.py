@@ -20,7 +20,7 @@ import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
 from ....errors import DataFormatError, format_error
-from ....keys import DEFAULT_KEYS, KeyRegistry
+from ....keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry
 from ....labels import LabelKeys, finalize_labels
 from ....structure import Structure
 from ....units import Conversion, LabelUnits, UnitError, conversion
@@ -292,7 +292,7 @@ class Layout(ABC):
             energy = _none_if_all_nan(energy)
             forces = _none_if_all_nan(forces)
             stress = _none_if_all_nan(stress)
-        label_keys = {label: keys.get(label, label) for label in ("energy", "forces", "stress")}
+        label_keys = {label: keys.get(label, label) for label in STRUCTURE_LABELS}
         options = self.ctx.unit_options
         if options.given and not self.converts_units:
             positions, cell, energy, forces, stress = self._apply_options(

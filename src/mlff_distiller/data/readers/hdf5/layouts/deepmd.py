@@ -21,6 +21,7 @@ import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 from h5py import h5g
 
+from ....keys import STRUCTURE_LABELS
 from ....structure import Structure
 from ._h5 import DatasetReader, as_text, natural_sorted
 from .base import H5Files, Layout, LayoutContext, molecule_cell, to_numbers
@@ -179,7 +180,7 @@ class DeepmdLayout(Layout):
         keys = {"positions": f"{where}/coord.npy", "numbers": f"{system.path}/type.raw"}
         labels = {}
         for label, name in entry.datasets.items():
-            if label in ("energy", "forces", "stress"):
+            if label in STRUCTURE_LABELS:
                 value = ds[name].row(row)
                 if label == "forces":
                     value = value.reshape(n, 3) if value.size == 3 * n else value

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5g, h5s, h5t
 
-from ....keys import DEFAULT_KEYS, STRUCTURE_EXTRAS
+from ....keys import DEFAULT_KEYS, STRUCTURE_EXTRAS, STRUCTURE_LABELS
 from ....labels import find_extras
 from ....structure import Structure
 from ._h5 import DatasetReader, RefusedInput, member_names, natural_sorted
@@ -105,7 +105,7 @@ class GuideLayout(Layout):
             natoms[i] = shape[0]
         self.natoms = natoms
         self._label_candidates = {
-            label: self.candidates(label, ctx.keys.candidates(label)) for label in ("energy", "forces", "stress")
+            label: self.candidates(label, ctx.keys.candidates(label)) for label in STRUCTURE_LABELS
         }
         self._check_configured_keys(root)
 
@@ -124,7 +124,7 @@ class GuideLayout(Layout):
             seen[number] = name
 
     def _check_configured_keys(self, root) -> None:
-        explicit = [label for label in ("energy", "forces", "stress") if not self.ctx.keys.is_default(label)]
+        explicit = [label for label in STRUCTURE_LABELS if not self.ctx.keys.is_default(label)]
         if not explicit or not self._names:
             return
         seen: set[str] = set()

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5g
 
+from ....keys import STRUCTURE_LABELS
 from ....structure import Structure
 from ._h5 import DatasetReader, RefusedInput, check_declared_size, is_none_marker, member_names
 from .base import H5Files, Layout, LayoutContext
@@ -89,7 +90,7 @@ class MaceLayout(Layout):
         self._config = np.array(config_idx, dtype=np.int64)
         self.natoms = np.array(natoms, dtype=np.int64)
         self._candidates = {
-            label: self.candidates(label, ctx.keys.candidates(label)) for label in ("energy", "forces", "stress")
+            label: self.candidates(label, ctx.keys.candidates(label)) for label in STRUCTURE_LABELS
         }
         self._check_configured_keys(files)
         self.record_unit("positions", "Å (MACE convention, no conversion)")
@@ -112,7 +113,7 @@ class MaceLayout(Layout):
         return gid, present, ""
 
     def _check_configured_keys(self, files: H5Files) -> None:
-        explicit = [label for label in ("energy", "forces", "stress") if not self.ctx.keys.is_default(label)]
+        explicit = [label for label in STRUCTURE_LABELS if not self.ctx.keys.is_default(label)]
         if not explicit:
             return
         seen: set[str] = set()
