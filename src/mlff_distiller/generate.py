@@ -36,13 +36,15 @@ from ase.collections import g2
 from ase.md.langevin import Langevin
 
 from .data.structure import Structure
-from .teachers.ase_teachers import ASE_ALIASES as TEACHER_ALIASES
+from .teachers.ase_teachers import ASE_ALIASES
 
 #: metals with EMT parameters (and ASE reference fcc lattice constants)
 METALS: tuple[str, ...] = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 #: elements EMT treats (roughly) in molecules
 MOLECULE_ELEMENTS = frozenset({"H", "C", "N", "O"})
 KINDS: tuple[str, ...] = ("bulk", "cluster", "molecule")
+#: teacher name -> "module:Class"; kept under the name this module defined before ``teachers/`` existed
+TEACHER_ALIASES = ASE_ALIASES
 
 
 # -- teacher -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .indices import check_index, check_indices
 from .keys import Key, KeyRegistry
 from .packed.store import PackedStore
 from .packed.writer import build_store
-from .readers import check_format_matches, guess_format, guess_or_ase, normalize_format, open_reader
+from .readers import check_format_matches, guess_or_ase, normalize_format, open_reader
 from .readers.ase_db.connection import mask_password
 from .readers.base import Reader, check_configured_keys, scan
 from .readers.multi import is_many, open_many
@@ -29,7 +29,7 @@ from .samples import SampleList, SampleSpec, make_sample
 from .atoms import full_atoms
 from .labels import inspect_labels, used_keys
 from .stats import compute_statistics
-from .structure import Structure, structure_to_atoms
+from .structure import Structure
 
 PathLike = Union[str, os.PathLike]
 

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 

@@ -6,8 +6,9 @@ import importlib
 import os
 from pathlib import Path
 
+from ..errors import DataFormatError, format_error
 from .ase_db.connection import DB_SCHEMES, is_url, mask_password, url_dialect
-from .base import DataFormatError, Reader, format_error
+from .base import Reader
 
 #: format name -> "module:Class" (imported lazily so a missing optional dependency only
 #: matters for the format that needs it)

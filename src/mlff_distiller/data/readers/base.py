@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequen
 
 import numpy as np
 
-from ..errors import DataFormatError, format_error  # noqa: F401  (re-exported)
+from ..errors import format_error
 from ..indices import check_index, check_indices
 from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry
 from ..labels import LabelKeys
