@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from .layers import RadialEmbedding
+
 __all__ = ["StudentModel", "edge_vectors", "dtype_name", "parse_dtype"]
 
 #: atomic numbers 1..MAX_Z are accepted in ``species``
@@ -91,6 +93,25 @@ class StudentModel(nn.Module):
     def _set_hyper(self, **hyper: Any) -> None:
         """Record the (resolved) hyperparameters that ``config`` reports."""
         self._hyper = dict(hyper)
+
+    def _init_network(
+        self, hidden: int, layers: int, rbf: int, envelope_p: int, avg_neighbors: float
+    ) -> tuple[int, int, int]:
+        """What the message-passing students share before their own layers: check and record the
+        hyperparameters (``config``), set ``hidden`` and ``layers``, and build the species
+        embedding ``embedding`` (S -> hidden) and the edge-length embedding ``radial`` (``rbf``
+        Bessel functions times the envelope, messages scaled by 1/sqrt(avg_neighbors)).
+        Returns ``(hidden, layers, rbf)`` as ints."""
+        hidden, layers, rbf, envelope_p = int(hidden), int(layers), int(rbf), int(envelope_p)
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"hidden and layers must be >= 1, got hidden={hidden}, layers={layers}")
+        if not avg_neighbors > 0:
+            raise ValueError(f"avg_neighbors must be > 0, got {avg_neighbors}")
+        self._set_hyper(hidden=hidden, layers=layers, rbf=rbf, envelope_p=envelope_p, avg_neighbors=float(avg_neighbors))
+        self.hidden, self.layers = hidden, layers
+        self.embedding = nn.Embedding(len(self.species), hidden)
+        self.radial = RadialEmbedding(self.cutoff, rbf, envelope_p, factor=float(avg_neighbors) ** -0.5)
+        return hidden, layers, rbf
 
     @property
     def config(self) -> dict[str, Any]:

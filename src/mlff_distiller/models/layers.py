@@ -1,4 +1,4 @@
-"""Radial building blocks shared by the students: a Bessel basis and a smooth cutoff envelope.
+"""Building blocks shared by the students: a Bessel basis, a smooth cutoff envelope, the energy readout.
 
 Both act on edge lengths ``r`` [E] Å and are cheap elementwise formulas (few tensor ops: per-call
 overhead is what single-point speed is made of on a CPU).
@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["BesselBasis", "PolynomialEnvelope", "RadialEmbedding"]
+__all__ = ["BesselBasis", "PolynomialEnvelope", "RadialEmbedding", "energy_readout"]
 
 
 class BesselBasis(nn.Module):
@@ -68,3 +68,9 @@ class RadialEmbedding(nn.Module):
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.basis(r) * self.envelope(r).unsqueeze(-1)
+
+
+def energy_readout(hidden: int) -> nn.Sequential:
+    """Two-layer MLP from ``hidden`` scalar features to one energy per atom (inner width hidden // 2)."""
+    inner = hidden // 2 or 1
+    return nn.Sequential(nn.Linear(hidden, inner), nn.SiLU(), nn.Linear(inner, 1))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import StudentModel
-from .layers import RadialEmbedding
+from .layers import energy_readout
 
 __all__ = ["PaiNN"]
 
@@ -47,21 +47,12 @@ class PaiNN(StudentModel):
         avg_neighbors: float = 20.0,
     ) -> None:
         super().__init__(species, cutoff, dtype)
-        hidden, layers, rbf, envelope_p = int(hidden), int(layers), int(rbf), int(envelope_p)
-        if hidden < 1 or layers < 1:
-            raise ValueError(f"hidden and layers must be >= 1, got hidden={hidden}, layers={layers}")
-        if not avg_neighbors > 0:
-            raise ValueError(f"avg_neighbors must be > 0, got {avg_neighbors}")
-        self._set_hyper(hidden=hidden, layers=layers, rbf=rbf, envelope_p=envelope_p, avg_neighbors=float(avg_neighbors))
-        self.hidden, self.layers = hidden, layers
-        f = hidden
-        self.embedding = nn.Embedding(len(self.species), f)
-        self.radial = RadialEmbedding(cutoff, rbf, envelope_p, factor=float(avg_neighbors) ** -0.5)
+        f, layers, rbf = self._init_network(hidden, layers, rbf, envelope_p, avg_neighbors)
         self.filters = nn.Linear(rbf, layers * 3 * f, bias=False)
         self.phi = nn.ModuleList(nn.Sequential(nn.Linear(f, f), nn.SiLU(), nn.Linear(f, 3 * f)) for _ in range(layers))
         self.uv = nn.ModuleList(nn.Linear(f, 2 * f, bias=False) for _ in range(layers))
         self.gate = nn.ModuleList(nn.Sequential(nn.Linear(2 * f, f), nn.SiLU(), nn.Linear(f, 3 * f)) for _ in range(layers))
-        self.readout = nn.Sequential(nn.Linear(f, f // 2 or 1), nn.SiLU(), nn.Linear(f // 2 or 1, 1))
+        self.readout = energy_readout(f)
         self.to(self._dtype)
 
     def node_outputs(self, idx: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import StudentModel
-from .layers import RadialEmbedding
+from .layers import energy_readout
 
 __all__ = ["SchNet"]
 
@@ -42,21 +42,13 @@ class SchNet(StudentModel):
         avg_neighbors: float = 20.0,
     ) -> None:
         super().__init__(species, cutoff, dtype)
-        hidden, layers, rbf, envelope_p = int(hidden), int(layers), int(rbf), int(envelope_p)
-        if hidden < 1 or layers < 1:
-            raise ValueError(f"hidden and layers must be >= 1, got hidden={hidden}, layers={layers}")
-        if not avg_neighbors > 0:
-            raise ValueError(f"avg_neighbors must be > 0, got {avg_neighbors}")
-        self._set_hyper(hidden=hidden, layers=layers, rbf=rbf, envelope_p=envelope_p, avg_neighbors=float(avg_neighbors))
-        self.hidden, self.layers = hidden, layers
-        self.embedding = nn.Embedding(len(self.species), hidden)
-        self.radial = RadialEmbedding(cutoff, rbf, envelope_p, factor=float(avg_neighbors) ** -0.5)
+        hidden, layers, rbf = self._init_network(hidden, layers, rbf, envelope_p, avg_neighbors)
         self.filters = nn.Linear(rbf, layers * hidden, bias=False)
         self.inputs = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
         self.updates = nn.ModuleList(
             nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(layers)
         )
-        self.readout = nn.Sequential(nn.Linear(hidden, hidden // 2 or 1), nn.SiLU(), nn.Linear(hidden // 2 or 1, 1))
+        self.readout = energy_readout(hidden)
         self.to(self._dtype)
 
     def node_outputs(self, idx: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
