@@ -17,6 +17,7 @@ from ..errors import format_error
 from ..indices import check_index, check_indices
 from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry
 from ..labels import LabelKeys
+from ..properties import PropertiesLike, parse_properties
 from ..structure import Structure
 from .files import check_unchanged, identities
 
@@ -59,11 +60,16 @@ class Reader(ABC):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
+        properties: PropertiesLike = None,
     ) -> None:
         self.path = str(path)
         #: the path as shown in messages and reprs (readers of URLs replace the password by ***)
         self.display_path = self.path
         self.keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
+        #: the further properties to read into ``Structure.extras`` (``properties=``; readers that take it)
+        self._properties = parse_properties(properties)
+        #: label/property -> keys the values were read from (``labels.inspect_labels``)
+        self.used_keys: dict[str, set] = {}
         self._handle = None
         self._handle_pid: Optional[int] = None
         #: unit conversions applied while reading, e.g. {"energy": "Hartree -> eV (x27.211...)"}

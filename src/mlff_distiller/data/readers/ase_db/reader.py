@@ -27,7 +27,7 @@ import numpy as np
 from ...errors import DataFormatError
 from ...keys import ATOM, STRUCTURE, STRUCTURE_EXTRAS, registry_of
 from ...labels import finalize_labels, find_extras, is_virial_key
-from ...properties import PropertiesLike, PropertySource, declare_properties, parse_properties, read_properties
+from ...properties import PropertiesLike, PropertySource, declare_properties, read_properties
 from ...structure import LABEL_NAMES, Structure
 from ...units import LabelUnits, UnitError
 from ..base import Reader
@@ -73,7 +73,7 @@ class AseDbReader(Reader):
         stress_unit: Optional[str] = None,
         length_unit: Optional[str] = None,
     ) -> None:
-        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, properties=properties)
         self._db = DbLocation(self.path)
         self.path = self.display_path = self._db.display  # the password only in self._db (hidden)
         self._fast = bool(fast_sqlite) and self._db.db_type == "db"
@@ -82,9 +82,6 @@ class AseDbReader(Reader):
         #: the ASE query (``'natoms<50,config_type=bulk'`` or ``{'config_type': 'bulk'}``) rows must match
         self.select = select
         self._unit_options = LabelUnits.from_options(energy_unit, forces_unit, stress_unit, length_unit)
-        self._properties = parse_properties(properties)
-        #: label/property -> keys the values were read from (``labels.inspect_labels``)
-        self.used_keys: dict[str, set] = {}
         self._columns: tuple[str, ...] = ()
         if self._db.db_type == "db":  # before ase.db could add its tables to a foreign SQLite file
             self._columns = self._db.sqlite_columns()

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import DataFormatError, format_error
 from ...keys import STRUCTURE_LABELS, registry_of
-from ...properties import PropertiesLike, declare_properties, parse_properties, read_properties
+from ...properties import PropertiesLike, declare_properties, read_properties
 from ...structure import Structure
 from ...units import UNIT_OPTIONS, LabelUnits
 from ..base import Reader, read_metadata_attr
@@ -90,12 +90,9 @@ class Hdf5Reader(Reader):
         extra_keys=None,
         **options,
     ) -> None:
-        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, properties=properties)
         unit_options = {k: options[k] for k in UNIT_OPTIONS if k in options}
         label_units = LabelUnits.pop_from(options)
-        self._properties = parse_properties(properties)
-        #: label/property -> keys the values were read from (``labels.inspect_labels``)
-        self.used_keys: dict[str, set] = {}
         self._layout = None
         self._delegate: Optional[Reader] = None
         self.allow_external_links = bool(allow_external_links)

@@ -47,7 +47,7 @@ import numpy as np
 from ...errors import DataFormatError, format_error
 from ...keys import ATOM, STRUCTURE, STRUCTURE_EXTRAS, STRUCTURE_LABELS, registry_of
 from ...labels import finalize_labels, find_extras, is_virial_key
-from ...properties import PropertiesLike, PropertySource, declare_properties, parse_properties, read_properties
+from ...properties import PropertiesLike, PropertySource, declare_properties, read_properties
 from ...units import LabelUnits, UnitError
 from ...structure import Structure
 from ..base import Reader
@@ -83,12 +83,9 @@ class XyzReader(Reader):
         stress_unit: Optional[str] = None,
         length_unit: Optional[str] = None,
     ) -> None:
-        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        super().__init__(path, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, properties=properties)
         check_regular_file(self.path, "an extended XYZ file")
         self._unit_options = LabelUnits.from_options(energy_unit, forces_unit, stress_unit, length_unit)
-        self._properties = parse_properties(properties)
-        #: label/property -> keys the values were read from (``labels.inspect_labels``)
-        self.used_keys: dict[str, set] = {}
         self._index = index_frames(self.path)
         #: comment-line keys that ``read`` needs
         self._wanted_keys = frozenset(
