@@ -1,7 +1,10 @@
-"""The loader benchmark runs end to end at a tiny size and prints every path (no timing checks)."""
+"""The loader benchmark runs end to end at a tiny size and prints every path (no timing checks); the
+students' training-time benchmark (``bench_students.py --train``) runs at a tiny size."""
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +53,41 @@ def test_benchmark_prints_every_path(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["structures.db", "structures.xyz", "structures.h5", "structures.packed.h5", "structures.nl5.packed.h5"]
     )
+
+
+STUDENTS_BENCH = BENCH.parent / "bench_students.py"
+
+
+def test_bench_students_training_time_to_force_mae(tmp_path):
+    """``bench_students.py --train --quick`` at a tiny size: one row per student with a numeric best validation
+    force MAE and a time (or "not reached") per threshold, in the table and the JSON (no accuracy checks)."""
+    out = tmp_path / "train.json"
+    result = subprocess.run(
+        [sys.executable, str(STUDENTS_BENCH), "--train", "--quick", "--train-structures", "30", "--max-atoms", "16",
+         "--train-minutes", "0.03", "--sizes", "small", "--models", "painn,schnet", "--targets", "100000,1",
+         "--train-dir", str(tmp_path / "work"), "--json", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout
+    for header in ("student", "params", "s to < 100000", "s to < 1", "best MAE"):
+        assert header in table, table
+    data = json.loads(out.read_text())
+    assert data["mode"] == "train" and data["targets"] == [100000.0, 1.0] and data["threads"] == 1
+    rows = data["rows"]
+    assert [r["name"] for r in rows] == ["painn", "schnet"] and all(r["size"] == "small" for r in rows)
+    for r in rows:
+        assert r["model"] in table, table
+        assert r["params"] > 0 and r["epochs"] >= 1 and len(r["curve"]) == r["epochs"]
+        best = r["best_val_forces_mae"]
+        assert isinstance(best, float) and math.isfinite(best) and best > 0
+        assert set(r["time_to_mae_s"]) == {"100000", "1"}
+        assert r["time_to_mae_s"]["100000"] == r["curve"][0]["elapsed_s"] > 0  # reached at the first epoch
+        assert r["time_to_mae_s"]["1"] is None  # 1 meV/Å: not in a few seconds
+        assert f"not reached (best {best:.1f})" in table
+        times = [c["elapsed_s"] for c in r["curve"]]
+        assert times == sorted(times)
+    # the data were generated once, both students trained on the same file and split
+    assert len(list((tmp_path / "work").glob("emt-n30-*.db"))) == 1
+    assert (tmp_path / "work" / "run-painn-small" / "split.json").read_text() == \
+        (tmp_path / "work" / "run-schnet-small" / "split.json").read_text()
