@@ -65,6 +65,8 @@ def read_whole(gid: h5g.GroupID, name: str, files: H5Files) -> np.ndarray:
 ROOT = "structures"
 #: names accepted for the atomic numbers (the guide writes 'species')
 SPECIES_KEYS = ("species", "numbers", "atomic_numbers")
+#: the datasets of a structure group that are not labels or properties
+_GEOMETRY_KEYS = ("positions", "cell", "pbc", *SPECIES_KEYS)
 #: structures inspected at construction for an explicitly configured label key
 KEY_CHECK = 20
 
@@ -136,7 +138,7 @@ class GuideLayout(Layout):
 
     def label_keys(self, files: H5Files, index: int) -> list[str]:
         gid = h5g.open(self._root(files), self._names[index])
-        return [n for n in member_names(gid) if n not in ("positions", "cell", "pbc", *SPECIES_KEYS)]
+        return [n for n in member_names(gid) if n not in _GEOMETRY_KEYS]
 
     def _root(self, files: H5Files):
         root = files.cache.get("guide_root")
@@ -144,7 +146,9 @@ class GuideLayout(Layout):
             root = files.cache["guide_root"] = h5g.open(files[0].id, ROOT.encode())
         return root
 
-    def read(self, files: H5Files, index: int) -> Structure:
+    def _open_structure(self, files: H5Files, index: int):
+        """Structure ``index``'s group: its path, the names it holds (links checked by the policy)
+        and a function reading one of its datasets whose errors name the file, index and dataset."""
         gid = h5g.open(self._root(files), self._names[index])
         where = f"{ROOT}/{self._names[index].decode()}"
         present = set(files.policy.members(gid, where))
@@ -156,6 +160,11 @@ class GuideLayout(Layout):
                 raise self.ctx.error(index, f"{where}/{name}", exc.problem) from None
             except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:  # h5py on a corrupt file
                 raise self.ctx.error(index, f"{where}/{name}", f"cannot read ({type(exc).__name__}: {exc})") from None
+
+        return where, present, read
+
+    def read(self, files: H5Files, index: int) -> Structure:
+        where, present, read = self._open_structure(files, index)
 
         def first(candidates) -> Optional[str]:
             for name in candidates:
@@ -205,18 +214,8 @@ class GuideLayout(Layout):
         if last is not None and last[0] == index:
             _, present, read = last
         else:
-            gid = h5g.open(self._root(files), self._names[index])
-            where = f"{ROOT}/{self._names[index].decode()}"
-            present = set(files.policy.members(gid, where))
-
-            def read(name: str) -> np.ndarray:
-                try:
-                    return read_whole(gid, name, files)
-                except RefusedInput as exc:
-                    raise self.ctx.error(index, f"{where}/{name}", exc.problem) from None
-                except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:
-                    raise self.ctx.error(index, f"{where}/{name}", f"cannot read ({type(exc).__name__}: {exc})") from None
-        names = [n for n in present if n not in ("positions", "cell", "pbc", *SPECIES_KEYS)]
+            _, present, read = self._open_structure(files, index)
+        names = [n for n in present if n not in _GEOMETRY_KEYS]
         return [PropertySource(_Datasets(names, read), None, "an HDF5 dataset")]
 
 
