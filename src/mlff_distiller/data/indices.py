@@ -7,7 +7,7 @@ outside ``[0, n)`` is an IndexError naming ``where`` (the file, or "a dataset") 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -60,3 +60,15 @@ def check_indices(indices: Any, n: int, where: str) -> np.ndarray:
 
 
 __all__ = ["check_index", "check_indices"]
+
+
+def subset_root(dataset: Any, indices: Optional[np.ndarray] = None) -> tuple[Any, Optional[np.ndarray]]:
+    """The dataset under a chain of subsets and ``indices`` [K] int64 mapped into it. A subset is a
+    view with its own ``dataset`` and ``indices`` (``MolecularSubset``, torch's ``Subset``);
+    ``indices=None`` stands for all of ``dataset`` (and comes back None when it is no subset)."""
+    while True:
+        inner = getattr(dataset, "__dict__", {}).get("dataset")
+        if inner is None or not hasattr(dataset, "indices"):
+            return dataset, indices
+        own = np.asarray(dataset.indices, dtype=np.int64)
+        dataset, indices = inner, (own if indices is None else own[indices])

@@ -31,6 +31,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .dataset import MolecularSubset
+from .indices import subset_root
 from .readers.base import chunks, scan
 from .stats import ISOLATED_CONFIG_TYPES, is_isolated_atom
 
@@ -121,11 +122,7 @@ def train_test_split(
 
 def _species_chunks(dataset, indices: np.ndarray):
     """Atomic numbers of ``dataset[indices]``, chunk by chunk, without building samples or Atoms."""
-    inner = getattr(dataset, "__dict__", {}).get("dataset")
-    if isinstance(dataset, MolecularSubset) or (inner is not None and hasattr(dataset, "indices")):
-        parent = np.asarray(dataset.indices, dtype=np.int64)[indices]
-        yield from _species_chunks(inner, parent)
-        return
+    dataset, indices = subset_root(dataset, indices)
     get_structures = getattr(dataset, "get_structures", None)
     if get_structures is not None:
         for structures in scan(get_structures, indices.tolist()):
@@ -137,10 +134,7 @@ def _species_chunks(dataset, indices: np.ndarray):
 
 def _structure_chunks(dataset, indices: np.ndarray):
     """Raw structures of ``dataset[indices]``, chunk by chunk (a subset asks its parent)."""
-    inner = getattr(dataset, "__dict__", {}).get("dataset")
-    if isinstance(dataset, MolecularSubset) or (inner is not None and hasattr(dataset, "indices")):
-        yield from _structure_chunks(inner, np.asarray(dataset.indices, dtype=np.int64)[indices])
-        return
+    dataset, indices = subset_root(dataset, indices)
     get_structures = getattr(dataset, "get_structures", None)
     if get_structures is None:
         raise TypeError(f"{type(dataset).__name__} gives no raw structures (get_structures); group by a list instead")

@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
-import numpy as np
-
+from ..indices import subset_root
 from ..keys import DEFAULT_KEYS, STRUCTURE_LABELS, KeyRegistry, registry_of
 from ..publish import SpaceGuard, check_target, publish, spill_directory
 from ..readers.base import SCAN_CHUNK, Reader, scan
@@ -23,22 +22,13 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_CHUNK = 1024
 
 
-def _root_and_indices(source):
-    """The dataset under a (possibly nested) ``MolecularSubset`` and the indices into it."""
-    root, indices = source, None
-    while hasattr(root, "dataset") and hasattr(root, "indices"):
-        indices = np.asarray(root.indices) if indices is None else np.asarray(root.indices)[indices]
-        root = root.dataset
-    return root, indices
-
-
 def source_chunks(source, chunk: int) -> tuple[Iterator[list[Structure]], dict, KeyRegistry, dict]:
     """Chunks of structures from a Reader, a dataset/subset or an iterable of ``Structure``, with
     the file attributes to record (source, format, units), the key registry and file metadata."""
     if isinstance(source, Reader):
         attrs = {"source": source.display_path, "source_format": source.format_name, "units": json.dumps(source.units)}
         return scan(source.read_many, range(len(source)), chunk), attrs, registry_of(source), dict(source.metadata)
-    root, indices = _root_and_indices(source)
+    root, indices = subset_root(source)
     if hasattr(root, "get_structures") and hasattr(root, "reader"):
         attrs = {"source": root.reader.display_path, "source_format": root.format, "units": json.dumps(root.units)}
         idx = range(len(root)) if indices is None else indices.tolist()
