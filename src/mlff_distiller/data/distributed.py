@@ -37,7 +37,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .samplers import AtomBudgetBatchSampler, EpochBatchSampler
+from .samplers import AtomBudgetBatchSampler, EpochBatchSampler, dataset_natoms
 
 __all__ = [
     "DistributedBatchSampler",
@@ -183,13 +183,7 @@ class DistributedBatchSampler(EpochBatchSampler):
         """Sampler over ``dataset`` (atom counts from ``dataset.natoms_array()`` with a budget)."""
         if max_atoms_per_batch is None:
             return cls(len(dataset), None, **kwargs)
-        natoms_array = getattr(dataset, "natoms_array", None)
-        if natoms_array is None:
-            raise TypeError(f"{type(dataset).__name__} has no natoms_array(); size-aware batching needs atom counts")
-        natoms = np.asarray(natoms_array(), dtype=np.int64)
-        if len(natoms) != len(dataset):
-            raise ValueError(f"natoms_array() has {len(natoms)} entries for a dataset of {len(dataset)}")
-        return cls(natoms, max_atoms_per_batch, **kwargs)
+        return cls(dataset_natoms(dataset), max_atoms_per_batch, **kwargs)
 
     # -- epochs --------------------------------------------------------------------------
     def global_batches(self, epoch: int) -> list[np.ndarray]:

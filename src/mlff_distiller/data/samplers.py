@@ -159,6 +159,21 @@ class EpochBatchSampler(Sampler[list[int]]):
         return len(self.batches(self.epoch if self._running is None else self._running))
 
 
+def dataset_natoms(dataset) -> np.ndarray:
+    """[S] int64 atom counts of ``dataset`` from ``dataset.natoms_array()`` (what size-aware
+    batching packs from); TypeError when the dataset has none, ValueError when the count is off."""
+    natoms_array = getattr(dataset, "natoms_array", None)
+    if natoms_array is None:
+        raise TypeError(
+            f"{type(dataset).__name__} has no natoms_array(); size-aware batching needs the atom "
+            "counts of every structure (MolecularDataset and MolecularSubset provide them)"
+        )
+    natoms = np.asarray(natoms_array(), dtype=np.int64)
+    if len(natoms) != len(dataset):
+        raise ValueError(f"natoms_array() has {len(natoms)} entries for a dataset of {len(dataset)}")
+    return natoms
+
+
 class AtomBudgetBatchSampler(EpochBatchSampler):
     """Batches of dataset indices whose atom cost stays within ``max_atoms_per_batch``.
 
@@ -217,16 +232,7 @@ class AtomBudgetBatchSampler(EpochBatchSampler):
     @classmethod
     def from_dataset(cls, dataset, max_atoms_per_batch: int, **kwargs) -> "AtomBudgetBatchSampler":
         """Sampler over ``dataset`` reading its atom counts with ``dataset.natoms_array()``."""
-        natoms_array = getattr(dataset, "natoms_array", None)
-        if natoms_array is None:
-            raise TypeError(
-                f"{type(dataset).__name__} has no natoms_array(); size-aware batching needs the atom "
-                "counts of every structure (MolecularDataset and MolecularSubset provide them)"
-            )
-        natoms = np.asarray(natoms_array(), dtype=np.int64)
-        if len(natoms) != len(dataset):
-            raise ValueError(f"natoms_array() has {len(natoms)} entries for a dataset of {len(dataset)}")
-        return cls(natoms, max_atoms_per_batch, **kwargs)
+        return cls(dataset_natoms(dataset), max_atoms_per_batch, **kwargs)
 
     def _check_oversized(self) -> None:
         big = np.flatnonzero(self.natoms > self.max_atoms_per_batch)
