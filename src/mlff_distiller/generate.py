@@ -160,15 +160,6 @@ def label(atoms: Atoms, calc: Calculator, results: Optional[dict] = None) -> Str
     return label_structure(calc, atoms, results=results, calc=calc)
 
 
-def _thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    """Maxwell-Boltzmann momenta at ``temperature_K`` drawn from ``rng``."""
-    try:  # ASE >= 3.29
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # pragma: no cover - older ASE
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
-    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-
-
 def md_snapshots(
     atoms: Atoms,
     calc: Calculator,
@@ -183,6 +174,7 @@ def md_snapshots(
     """Label ``atoms`` and ``n_snapshots - 1`` Langevin MD snapshots ``md_interval`` steps apart
     (``extras["sample_step"]`` is the MD step; a frame reuses the force call the MD made for it)."""
     from .teachers.label import kept_results
+    from .teachers.sampling import thermalize
 
     atoms.calc = calc
     first = label(atoms, calc)
@@ -190,7 +182,7 @@ def md_snapshots(
     yield first
     if n_snapshots <= 1:
         return
-    _thermalize(atoms, temperature_K, rng)
+    thermalize(atoms, temperature_K, rng)
     dyn = Langevin(
         atoms,
         timestep=timestep_fs * units.fs,

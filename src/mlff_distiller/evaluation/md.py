@@ -49,15 +49,17 @@ def nve_stability(
     ``max_temperature``, ``mean_temperature``, ``ms_per_step`` and the ``trace`` (t ps, Etot/atom eV,
     T K) for plots.
     """
-    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
+
+    from ..teachers.sampling import thermalize
 
     if steps < interval:
         raise ValueError(f"steps ({steps}) must be at least interval ({interval})")
     max_temperature = 5.0 * temperature if max_temperature is None else float(max_temperature)
     atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     atoms.calc = calc
-    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
+    thermalize(atoms, temperature, np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)

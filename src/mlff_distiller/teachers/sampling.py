@@ -129,6 +129,16 @@ def default_timestep_fs(atoms: Atoms) -> float:
     return 0.5 if 1 in set(atoms.numbers.tolist()) else 2.0
 
 
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` drawn from ``rng`` (ASE's ``thermalize_momenta``;
+    on older ASE its predecessor ``MaxwellBoltzmannDistribution``)."""
+    try:  # recent ASE (the installed 3.29 has it)
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover - older ASE
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+
+
 def md_samples(atoms: Atoms, calc, rng: np.random.Generator, *, n: int, temperature_K: float, interval: int,
                equilibration: int, timestep_fs: Optional[float], friction_per_fs: float,
                keep_labels: bool = True) -> Iterator[tuple[int, Atoms]]:
@@ -140,14 +150,9 @@ def md_samples(atoms: Atoms, calc, rng: np.random.Generator, *, n: int, temperat
     taken with ``friction_per_fs``."""
     from ase.md.langevin import Langevin
 
-    try:  # ASE >= 3.28
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # pragma: no cover
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
-
     work = atoms.copy()
     work.calc = calc
-    thermalize_momenta(work, temperature_K=temperature_K, rng=rng)
+    thermalize(work, temperature_K, rng)
     dyn = Langevin(work, timestep=(timestep_fs or default_timestep_fs(work)) * units.fs, temperature_K=temperature_K,
                    friction=max(friction_per_fs, EQUILIBRATION_FRICTION) / units.fs, fixcm=False, rng=rng)
     step = 0
