@@ -10,21 +10,13 @@ import click
 
 from .errors import InputError
 from .inputs import refuse_url_output
-from .options import FORMAT_HELP, FiniteFloatRange
+from .options import FORMAT_HELP, FiniteFloatRange, json_object
 
 
 def parse_teacher_options(pairs: Sequence[str], json_text: Optional[str] = None) -> dict:
     """``key=value`` pairs (values parsed as JSON when they parse, else kept as strings), over an
     optional JSON object (``--teacher-kwargs``)."""
-    options: dict = {}
-    if json_text:
-        try:
-            value = json.loads(json_text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--teacher-kwargs: not valid JSON ({exc.msg}): {json_text!r}") from None
-        if not isinstance(value, dict):
-            raise InputError(f"--teacher-kwargs: must be a JSON object such as '{{\"rc\": 5.0}}', got {json_text!r}")
-        options.update(value)
+    options = json_object(json_text, "--teacher-kwargs", '{"rc": 5.0}')
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Optional
 
 import click
+
+from .errors import InputError
 
 FORMAT_HELP = (
     "ase, xyz, hdf5 or packed (default: from the suffix; a packed file is an .h5 file, "
@@ -37,6 +41,20 @@ def label_options(f):
             f"--{name}-key", default=default, show_default=True, help=f"Key holding the {name} label."
         )(f)
     return f
+
+
+def json_object(text: Optional[str], option: str, example: str) -> dict:
+    """The JSON object given to ``option`` ({} when empty); InputError naming the option and showing
+    ``example`` when the text is not JSON or not an object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option}: not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{option}: must be a JSON object such as '{example}', got {text!r}")
+    return value
 
 
 def parse_list(text: str) -> list[str]:

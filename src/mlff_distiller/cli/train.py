@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from typing import Optional
 
 import click
 
 from .errors import InputError, one_line
 from .inputs import require_input, shown_path
-from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, FiniteFloatRange
+from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, FiniteFloatRange, json_object
 
 WEIGHT = FiniteFloatRange(min=0)
 FRACTION = FiniteFloatRange(min=0, max=1, min_open=True, max_open=True)
@@ -39,18 +37,6 @@ def parse_duration(text: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise InputError(f"--max-time must be a positive duration, got {text!r}")
     return seconds
-
-
-def _json_object(text: Optional[str], option: str) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{option}: not valid JSON ({exc.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{option}: must be a JSON object such as '{{\"hidden\": 64}}', got {text!r}")
-    return value
 
 
 #: Lightning's start-up notes that say nothing about this run (hardware not present, adverts)
@@ -152,7 +138,7 @@ def train(paths, out, model, hidden, layers, model_options, cutoff, dtype, epoch
     require_input(paths)
     if val_data is not None:
         require_input([val_data])
-    options = _json_object(model_options, "--model-options")
+    options = json_object(model_options, "--model-options", '{"hidden": 64}')
     if hidden is not None:
         options["hidden"] = hidden
     if layers is not None:
