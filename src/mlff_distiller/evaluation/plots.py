@@ -42,31 +42,28 @@ def write_plots(errors: Errors, out_dir: Path, md: Optional[dict] = None) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
 
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png")
+        plt.close(fig)
+        files[name] = f"{name}.png"
+
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     _parity(ax, errors.energy_per_atom_ref, errors.energy_per_atom_pred, "energy per atom", "eV/atom",
             errors.summary["energy_per_atom"]["mae"])
-    fig.tight_layout()
-    fig.savefig(out_dir / "parity_energy.png")
-    plt.close(fig)
-    files["parity_energy"] = "parity_energy.png"
+    save(fig, "parity_energy")
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     _parity(ax, errors.forces_ref.ravel(), errors.forces_pred.ravel(), "force component", "eV/Å",
             errors.summary["forces"]["mae"])
-    fig.tight_layout()
-    fig.savefig(out_dir / "parity_forces.png")
-    plt.close(fig)
-    files["parity_forces"] = "parity_forces.png"
+    save(fig, "parity_forces")
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     ax.scatter(errors.natoms, errors.force_mae_per_structure * 1e3, s=8, alpha=0.6)
     ax.set_xlabel("atoms in structure")
     ax.set_ylabel("force MAE (meV/Å)")
     ax.set_title("force error per held-out structure vs size")
-    fig.tight_layout()
-    fig.savefig(out_dir / "error_vs_size.png")
-    plt.close(fig)
-    files["error_vs_size"] = "error_vs_size.png"
+    save(fig, "error_vs_size")
 
     if md and md.get("trace"):
         trace = md["trace"]
@@ -78,8 +75,5 @@ def write_plots(errors: Errors, out_dir: Path, md: Optional[dict] = None) -> dic
         a2.plot(trace["time_ps"], trace["temperature_K"])
         a2.set_ylabel("T (K)")
         a2.set_xlabel("time (ps)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "nve.png")
-        plt.close(fig)
-        files["nve"] = "nve.png"
+        save(fig, "nve")
     return files
