@@ -1,4 +1,4 @@
-"""The key registry and the keys of CONTRACTS.md section 3 (hvp, hvp_directions, energies, provenance)
+"""The key registry and the teacher-label keys (hvp, hvp_directions, energies, provenance)
 end to end: Structure.extras -> files (ASE db, packed, HDF5, extended XYZ) -> readers -> samples ->
 padded and graph batches -> transforms, checked against ASE's own reading and finite differences."""
 

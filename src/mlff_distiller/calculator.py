@@ -50,7 +50,7 @@ def _edges(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: flo
 def structures_to_batch(
     structures: Sequence[Atoms], cutoff: float, *, dtype: torch.dtype = torch.float32, device="cpu"
 ) -> dict:
-    """A graph batch (CONTRACTS section 1) of several ``ase.Atoms`` with neighbor lists at ``cutoff`` Å."""
+    """A graph batch of several ``ase.Atoms`` with neighbor lists at ``cutoff`` Å."""
     counts = np.array([len(a) for a in structures], dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum(counts)])
     index_parts, shift_parts = [], []

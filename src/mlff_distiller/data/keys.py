@@ -408,7 +408,7 @@ DEFAULT_KEYS = KeyRegistry(BUILTIN_KEYS)
 
 #: the labels a ``Structure`` holds as fields (everything else travels in ``Structure.extras``)
 STRUCTURE_LABELS = ("energy", "forces", "stress")
-#: keys of section 3 of CONTRACTS.md that readers and writers carry in ``Structure.extras``
+#: teacher-label and provenance keys that readers and writers carry in ``Structure.extras``
 EXTRA_LABELS = ("energies", "hvp", "hvp_directions")
 PROVENANCE_KEYS = ("sample_method", "sample_seed", "sample_temperature", "sample_group", "sample_step", "config_type")
 #: keys a structure may carry besides positions/numbers/cell/pbc: labels then provenance

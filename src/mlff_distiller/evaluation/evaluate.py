@@ -24,7 +24,7 @@ __all__ = ["evaluate", "read_labeled", "describe_provenance", "student_info"]
 
 PathLike = Union[str, os.PathLike]
 
-#: provenance keys (CONTRACTS section 3) summarised in the report
+#: provenance keys (``data.keys.PROVENANCE_KEYS``) summarised in the report
 PROVENANCE_KEYS = ("sample_method", "sample_temperature", "sample_group")
 
 

@@ -1,6 +1,6 @@
 """``StudentModel``: what every student shares (species, cutoff, config, E0s, scale/shift).
 
-A student maps a graph batch (CONTRACTS.md section 1) to per-atom energies
+A student maps a graph batch (README, "Samples and batches"; keys in ``data.keys``) to per-atom energies
 
     E_atom = E0[Z] + shift + scale * (network(Z, edge vectors) - network(Z, no neighbors))   (eV)
 

@@ -1,4 +1,4 @@
-"""One ``ase.Atoms`` -> a graph batch of one structure (CONTRACTS.md section 1, B = 1)."""
+"""One ``ase.Atoms`` -> a graph batch of one structure (B = 1)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def predict(
     hvp_directions: Optional[torch.Tensor] = None,
     create_graph: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Energies and derivatives of ``model`` on a graph ``batch`` (CONTRACTS.md section 1).
+    """Energies and derivatives of ``model`` on a graph ``batch`` (keys in ``data.keys``).
 
     Returns ``energy`` [B] eV; with ``forces`` ``forces`` [T, 3] eV/Å = -∂E/∂positions; with
     ``stress`` ``stress`` [B, 3, 3] eV/Å³ = (1/V) ∂E/∂ε (zero where the cell volume is 0, e.g.

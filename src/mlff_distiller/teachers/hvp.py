@@ -1,6 +1,6 @@
 """Hessian-vector products of a teacher: H·v with H = ∂²E/∂x∂x (eV/Å²), x the 3N Cartesian positions.
 
-Sign convention (CONTRACTS.md §3): ``hvp[:, k] = H·v_k``. From forces F = −∂E/∂x, central differences give
+Sign convention: ``hvp[:, k] = H·v_k``. From forces F = −∂E/∂x, central differences give
 
     H·v ≈ −(F(x + h v) − F(x − h v)) / (2h)          (error O(h²) + force noise / h)
 

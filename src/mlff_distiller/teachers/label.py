@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..data.keys import PROVENANCE_KEYS, STRUCTURE_LABELS  # PROVENANCE_KEYS: CONTRACTS.md §3
+from ..data.keys import PROVENANCE_KEYS, STRUCTURE_LABELS
 from ..data.structure import Structure
 from .hvp import cartesian_directions, compute_hvp, random_directions
 

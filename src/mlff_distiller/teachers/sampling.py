@@ -3,7 +3,7 @@ rattle-then-short-relax (Gardner et al.'s augment-atoms recipe). ASE does the ph
 ``FIRE``/``BFGS``, ``Atoms.rattle``); this module decides what to sample and records where each sample
 came from.
 
-Every sample is an ``ase.Atoms`` whose ``info`` holds the provenance keys of CONTRACTS.md §3:
+Every sample is an ``ase.Atoms`` whose ``info`` holds the provenance keys of ``data.keys.PROVENANCE_KEYS``:
 ``sample_method`` ("seed", "md", "rattle", "strain", "relax"), ``sample_seed`` (index of the seed
 structure), ``sample_group`` (``"seed<i>"``: splits grouped by it keep a seed's samples together),
 ``sample_step`` (MD step / chain step / draw index) and, for MD, ``sample_temperature`` (K).

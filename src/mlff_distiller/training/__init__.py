@@ -1,4 +1,4 @@
-"""Training students on teacher labels with Lightning (CONTRACTS.md section 5).
+"""Training students on teacher labels with Lightning.
 
 >>> from mlff_distiller.training import train                           # doctest: +SKIP
 >>> result = train("labels.db", model="schnet", out_dir="run", epochs=50)  # doctest: +SKIP

@@ -51,7 +51,7 @@ def data_fingerprint(data: Union[str, Sequence[str]], dataset=None) -> dict[str,
 
 
 def teacher_info(dataset) -> Optional[dict]:
-    """The ``teacher`` entry the data file records (CONTRACTS.md section 3), or None.
+    """The ``teacher`` entry the data file records (its metadata, see ``teachers.Teacher.info``), or None.
 
     Read from the file metadata the data layer exposes (``dataset.metadata['teacher']``, else the
     reader's); an ASE database read by a reader without metadata is asked for

@@ -281,7 +281,7 @@ class AseDbReader(Reader):
                 energy=found["energy"][1], forces=found["forces"][1], stress=found["stress"][1],
                 keys=keys, natoms=natoms, cell=cell, path=self.display_path, index=index,
             )
-            extras = find_extras(  # energies, hvp, provenance (CONTRACTS.md section 3)
+            extras = find_extras(  # energies, hvp, provenance (declared in ``data.keys``)
                 (raw.calc, self._source(raw, "key_value_pairs", index), self._source(raw, "data", index)),
                 STRUCTURE_EXTRAS, self.key_registry, natoms=natoms, path=self.display_path, index=index,
                 decode=decode_data_value,

@@ -195,7 +195,7 @@ class XyzReader(Reader):
         ]
 
     def _extras(self, frame: Frame) -> dict:
-        """The frame's extras of CONTRACTS.md section 3 (``energies``/``hvp`` columns, provenance in
+        """The frame's extras declared in ``data.keys`` (``energies``/``hvp`` columns, provenance in
         the comment line), checked by their declarations; a per-atom ``(K, 3)`` key is 3K columns."""
         found = {}
         for name in STRUCTURE_EXTRAS:

@@ -200,7 +200,7 @@ class GuideLayout(Layout):
         )
         extras = {name: read(name) for name in STRUCTURE_EXTRAS if name in present}
         files.cache["guide_last"] = (index, present, read)  # what ``property_sources`` reads (per process)
-        if extras:  # energies, hvp, provenance (CONTRACTS.md section 3), as the writer stores them
+        if extras:  # energies, hvp, provenance (``data.keys``), as the writer stores them
             structure.extras = find_extras([extras], STRUCTURE_EXTRAS, DEFAULT_KEYS, natoms=structure.natoms,
                                            path=self.ctx.display, index=index)
         return structure
