@@ -197,6 +197,33 @@ def test_packed_keeps_the_keys_as_arrays(structures, tmp_path):
         assert structure_difference(s, ds.get_structure(i)) is None
 
 
+@pytest.mark.parametrize("fmt,suffix", [("ase", "db"), ("packed", "h5"), ("hdf5", "h5"), ("xyz", "xyz")])
+def test_source_index_is_provenance_that_round_trips(structures, tmp_path, fmt, suffix):
+    """``source_index`` (the input index a labeling run records per structure) is a declared int provenance
+    key: every writer stores it and every reader gives it back as int64, and samples/batches carry it."""
+    import dataclasses
+
+    from mlff_distiller.data.keys import PROVENANCE_KEYS, STRUCTURE_EXTRAS
+
+    key = DEFAULT_KEYS["source_index"]
+    assert (key.kind, key.shape, key.dtype, key.label) == ("structure", (), "int", False)
+    assert "source_index" in PROVENANCE_KEYS and "source_index" in STRUCTURE_EXTRAS
+    with pytest.raises(DataFormatError, match="negative"):
+        key.check(-1)
+    tagged = [dataclasses.replace(s, extras={**s.extras, "source_index": i}) for s, i in zip(structures, (0, 2, 5))]
+    path = tmp_path / f"s.{suffix}"
+    with pytest.warns(UserWarning, match="no file metadata") if fmt == "xyz" else _no_warning():
+        write_structures(path, tagged, fmt, metadata=TEACHER)
+    ds = MolecularDataset(path, format=fmt, dtype=torch.float64)
+    for i, s in enumerate(tagged):
+        back = ds.get_structure(i)
+        assert structure_difference(s, back) is None, (fmt, i, structure_difference(s, back))
+        assert np.asarray(back.extras["source_index"]).dtype == np.int64
+        assert int(back.extras["source_index"]) == (0, 2, 5)[i]
+    batch = molecular_collate_fn([ds[i] for i in range(len(ds))])
+    assert batch["source_index"].dtype == torch.int64 and batch["source_index"].tolist() == [0, 2, 5]
+
+
 def test_k_must_be_the_same_in_every_structure_of_a_packed_file(structures, tmp_path):
     other = Structure(**{**vars(structures[0]), "extras": dict(structures[0].extras)})
     other.extras["hvp"] = np.zeros((len(other.numbers), 3, 3))

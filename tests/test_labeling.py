@@ -75,6 +75,9 @@ def test_labels_equal_direct_calls_in_input_order(src, tmp_path):
         assert np.array_equal(s.extras["hvp"], ref.extras["hvp"])
         assert np.array_equal(s.extras["hvp_directions"], ref.extras["hvp_directions"])
         assert s.extras["sample_method"] == "rattle" and s.extras["sample_seed"] == i // 3
+    # without failures structure i of OUT is structure i of IN, and says so
+    assert [int(s.extras["source_index"]) for s in labeled] == list(range(6))
+    assert all(np.asarray(s.extras["source_index"]).dtype == np.int64 for s in labeled)
     assert not (tmp_path / ".out.db.labeling").exists()  # the journal is gone
 
 
@@ -115,20 +118,32 @@ def test_workers_and_ray_write_identical_files(src, tmp_path):
         assert other_meta == meta
 
 
-def test_failures_are_recorded_and_the_run_goes_on(tmp_path):
+@pytest.mark.parametrize("fmt,suffix", [("ase", "db"), ("xyz", "xyz"), ("hdf5", "h5"), ("packed", "h5")])
+def test_failures_are_recorded_and_the_run_goes_on(tmp_path, fmt, suffix):
+    """A failed structure is left out of OUT; every output structure's source_index names its input
+    structure (failures in the middle shift the positions, source_index says where each came from)."""
+    import warnings
+
     src = tmp_path / "mixed.db"
-    inputs = _inputs(2, with_si=True)  # EMT has no Si: structures 4 and 5 fail
+    cu, eth, si = (_inputs(2, with_si=True)[k:k + 2] for k in (0, 2, 4))
+    inputs = [cu[0], si[0], eth[0], cu[1], si[1], eth[1]]  # EMT has no Si: structures 1 and 4 fail
     write_structures(src, inputs)
-    out = tmp_path / "out.db"
-    summary = label_file(src, out, "emt", **FAST)
+    out = tmp_path / f"out.{suffix}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "extended XYZ files have no file metadata", UserWarning)
+        summary = label_file(src, out, "emt", format=fmt, **FAST)
     assert (summary.total, summary.labeled, summary.failed) == (6, 4, 2)
     report = json.loads(Path(summary.failures_path).read_text())
-    assert [f["index"] for f in report["failed"]] == [4, 5]
+    assert [f["index"] for f in report["failed"]] == [1, 4]
     assert all("No EMT-potential for Si" in f["error"] for f in report["failed"])
-    labeled, _ = _read(out)
-    assert [len(s.numbers) for s in labeled] == [32, 32, 9, 9]
-    for s, x in zip(labeled, inputs[:4]):
-        assert np.array_equal(s.positions, x.positions)
+    labeled, _ = _read(out, fmt)
+    source = [int(s.extras["source_index"]) for s in labeled]
+    assert source == [0, 2, 3, 5]
+    assert sorted(source + [f["index"] for f in report["failed"]]) == list(range(6))
+    for s in labeled:
+        x = inputs[int(s.extras["source_index"])]
+        assert np.array_equal(s.positions, x.positions) and np.array_equal(s.numbers, x.numbers)
+        assert s.energy is not None and s.forces is not None  # no unlabeled rows
 
 
 def test_resume_needs_the_same_settings(src, tmp_path):
@@ -182,16 +197,43 @@ def test_resume_after_kill_9_gives_the_same_file(tmp_path):
     assert not journal.exists()
 
 
+def test_cli_engine_ray_equals_the_local_engine(src, tmp_path):
+    """`label --engine ray --workers 2` (a local Ray instance started by the command) writes the same
+    structures, labels bit for bit and metadata as the local engine."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (extra 'ray')")
+    local = tmp_path / "local.h5"
+    label_file(src, local, "emt", hvp=1, format="packed", **FAST)
+    via_ray = tmp_path / "ray.h5"
+    result = subprocess.run([sys.executable, "-m", "mlff_distiller.cli", "label", str(src), str(via_ray),
+                             "--teacher", "emt", "--engine", "ray", "--workers", "2", "--hvp", "1", "-f", "packed"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Labeled 6 of 6 structures with emt" in result.stdout
+    reference, meta = _read(local, "packed")
+    structures, ray_meta = _read(via_ray, "packed")
+    _assert_identical(reference, structures)
+    assert [int(s.extras["source_index"]) for s in structures] == list(range(6))
+    assert ray_meta == meta
+
+
 def test_cli_options_exit_codes_and_missing_extras(tmp_path):
     import importlib.util
 
     src = tmp_path / "in.db"
-    write_structures(src, _inputs(1, with_si=True))  # EMT has no Si: structure 2 fails
+    cu, eth, si = _inputs(1, with_si=True)
+    write_structures(src, [cu, si, eth])  # EMT has no Si: structure 1 fails
     out = tmp_path / "out.db"
     result = _cli("label", src, out, "--teacher", "emt", "-o", "asap_cutoff=true")
     assert result.returncode == 1 and "1 structure(s) failed" in result.stderr and "out.db.failures.json" in result.stderr
+    assert "first: structure 1:" in result.stderr
+    assert [f["index"] for f in json.loads((tmp_path / "out.db.failures.json").read_text())["failed"]] == [1]
     labeled, metadata = _read(out)
     assert len(labeled) == 2 and metadata["teacher"]["options"] == {"asap_cutoff": True}  # JSON-parsed value
+    assert [int(s.extras["source_index"]) for s in labeled] == [0, 2]  # OUT 1 is IN 2
+    assert np.array_equal(labeled[1].positions, eth.positions)
     assert "Labeled 2 of 3 structures with emt" in result.stdout
     missing = _cli("label", src, tmp_path / "x.db", "--teacher", "chgnet")
     if importlib.util.find_spec("chgnet") is None:

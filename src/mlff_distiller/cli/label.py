@@ -76,12 +76,14 @@ def label(src: str, dst: str, teacher: str, teacher_option: tuple[str, ...], hvp
           restart: bool, as_json: bool) -> None:
     """Label every structure of IN with a teacher and write OUT (ASE db, extxyz, HDF5 or packed).
 
-    Structures keep their order whatever the number of workers (structure i of OUT is structure i of
-    IN when none failed). Labels: energy, forces,
+    Structures keep their order whatever the number of workers, and each records its input index as
+    source_index: structure i of OUT is structure source_index[i] of IN; without failures the same i.
+    Labels: energy, forces,
     stress (periodic cells), per-atom energies when the teacher has them, and with --hvp K the products
     H·v (eV/Å², H = ∂²E/∂x∂x) along K random unit directions, both stored. An interrupted run (even
     kill -9) resumes when the same command is run again and gives the same file. A structure the teacher
-    fails on is left out and listed with its error in OUT.failures.json; the exit code is then 1.
+    fails on is left out of OUT (no unlabeled rows) and listed with its input index and error in
+    OUT.failures.json; the run goes on and the exit code is then 1.
     """
     from ..teachers import MissingExtraError
     from ..teachers.labeling import label_file

@@ -368,6 +368,9 @@ BUILTIN_KEYS: tuple[Key, ...] = (
         doc="temperature of the sampling (MD), where it applies"),
     Key("sample_group", LIST, dtype="str", doc="group label for splits, e.g. seed3"),
     Key("sample_step", STRUCTURE, (), dtype="int", checks=("non_negative",), doc="step of the sampling run"),
+    Key("source_index", STRUCTURE, (), dtype="int", checks=("non_negative",),
+        doc="index of the structure in the input file of the labeling run that wrote it (``label``: structure i "
+            "of OUT is structure source_index[i] of IN; the same i when no structure failed)"),
     Key("config_type", LIST, dtype="str", doc="configuration type (MACE's config_type)"),
     # neighbor lists
     Key("edge_index", EDGE, (2,), dtype="int", axis=1, atom_index=True, checks=("non_negative",),
@@ -410,7 +413,8 @@ DEFAULT_KEYS = KeyRegistry(BUILTIN_KEYS)
 STRUCTURE_LABELS = ("energy", "forces", "stress")
 #: teacher-label and provenance keys that readers and writers carry in ``Structure.extras``
 EXTRA_LABELS = ("energies", "hvp", "hvp_directions")
-PROVENANCE_KEYS = ("sample_method", "sample_seed", "sample_temperature", "sample_group", "sample_step", "config_type")
+PROVENANCE_KEYS = ("sample_method", "sample_seed", "sample_temperature", "sample_group", "sample_step", "config_type",
+                   "source_index")
 #: keys a structure may carry besides positions/numbers/cell/pbc: labels then provenance
 STRUCTURE_EXTRAS = EXTRA_LABELS + PROVENANCE_KEYS
 

@@ -5,7 +5,8 @@ calculator implements it), per-atom ``energies`` [N] eV when the calculator retu
 calculation, and with ``hvp=K`` the Hessian-vector products ``hvp`` [N, K, 3] eV/Å² along
 ``hvp_directions`` [N, K, 3] (see ``hvp.py`` for the sign convention). Provenance keys found in
 ``atoms.info`` (``sample_method``, ``sample_seed``, ``sample_temperature``, ``sample_group``,
-``sample_step``, ``config_type``) are copied into ``Structure.extras``.
+``sample_step``, ``config_type``, ``source_index``) are copied into ``Structure.extras``
+(``label_file`` then sets ``source_index`` to the structure's index in its input).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """``label_file``: label every structure of a file with a teacher, resumably, on 1..N processes or Ray.
 
-Output structure i is input structure i (for any number of workers or engine), except that a structure
-the teacher fails on is left out of the output and listed with its error in ``OUT.failures.json`` (the
-run goes on; the summary counts it). Progress is checkpointed in a journal beside the output (see
-``journal.py``): after ``kill -9`` at any moment, the same command resumes and produces the same file as
-an uninterrupted run, with no structure labeled twice or lost. The output file records the teacher
-(``info()``) and the labeling settings in its metadata.
+Structures keep their input order for any number of workers or engine, and every output structure
+records its input index as the provenance key ``source_index`` (int): structure i of OUT is structure
+``source_index[i]`` of IN — the same i when no structure failed. A structure the teacher fails on is
+left out of the output (an unlabeled row would poison a training set) and listed with its input index
+and error in ``OUT.failures.json``; the run goes on and the summary counts it. Progress is checkpointed
+in a journal beside the output (see ``journal.py``): after ``kill -9`` at any moment, the same command
+resumes and produces the same file as an uninterrupted run, with no structure labeled twice or lost. The
+output file records the teacher (``info()``) and the labeling settings in its metadata.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ def label_file(
     reader_options: Optional[dict] = None,
 ) -> LabelSummary:
     """Label every structure of ``src`` with ``teacher`` into ``dst``; returns a ``LabelSummary``.
+
+    Structure i of ``dst`` is structure ``source_index`` (its ``extras["source_index"]``) of ``src``: the
+    same i when nothing failed; a failed structure is left out and listed, with its input index, in
+    ``dst.failures.json``.
 
     teacher:        a name (``get_teacher``), a Teacher, or an ASE calculator instance (workers=1 only)
     teacher_options: keyword options for a teacher name (``device`` is added for ``device="cuda"``)

@@ -1,5 +1,6 @@
 """What one labeling process (the main one, a local worker or a Ray actor) does: hold one teacher and
 one calculator, and label tasks — lists of ``(index, arrays)`` — into ``(index, Structure or error)``.
+Every labeled Structure carries its input index as ``extras["source_index"]`` (a provenance key).
 
 A task carries plain arrays (numbers, positions, cell, pbc) and the provenance of each structure; the
 per-structure RNG for HVP directions is ``structure_rng(seed, index)``, so results do not depend on which
@@ -131,13 +132,15 @@ class Labeler:
         s = self.settings
         rng = structure_rng(s.seed, index) if s.hvp else None
         try:
-            return index, label_structure(self.teacher, atoms, hvp=s.hvp, hvp_step=s.hvp_step, rng=rng,
-                                          hessian=s.hessian, hvp_method=s.hvp_method, calc=self.calc,
-                                          results=results)
+            structure = label_structure(self.teacher, atoms, hvp=s.hvp, hvp_step=s.hvp_step, rng=rng,
+                                        hessian=s.hessian, hvp_method=s.hvp_method, calc=self.calc,
+                                        results=results)
         except Exception as exc:  # a teacher may raise anything: record it, go on
             self.calc = self._fresh_calc()
             return index, {"index": index, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
                            "where": _where(exc)}
+        structure.extras["source_index"] = int(index)  # this run's input index (replaces one the input carried)
+        return index, structure
 
     def _fresh_calc(self):
         try:
