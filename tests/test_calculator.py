@@ -186,3 +186,122 @@ def test_ase_db_round_trip_and_optimiser(tmp_path, mol_model):
     np.testing.assert_array_equal(row.forces, forces)
     BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
     assert np.abs(atoms.get_forces()).max() < 0.05
+
+
+def _langevin(model, atoms, skin, steps, seed=7):
+    from ase.md.langevin import Langevin
+
+    atoms = atoms.copy()
+    calc = StudentCalculator(model, skin=skin)
+    atoms.calc = calc
+    thermalize_momenta(atoms, 600, rng=np.random.default_rng(3))
+    energies = []
+    dyn = Langevin(atoms, timestep=1.0 * units.fs, temperature_K=600, friction=0.02, fixcm=False,
+                   rng=np.random.default_rng(seed))
+    dyn.attach(lambda: energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy()))
+    dyn.run(steps)
+    return atoms, np.array(energies), calc.neighbor_builds
+
+
+@pytest.mark.parametrize("name", ["aspirin", "cu32"])
+def test_langevin_with_skin_equals_langevin_with_rebuilds(mol_model, metal_model, name):
+    """Langevin MD (thermostat noise from a fixed seed) runs with the calculator, and the cached
+    neighbor list (skin > 0) gives the same trajectory as a rebuild at every call (skin = 0)."""
+    model = mol_model if name == "aspirin" else metal_model
+    start = _rattled(name, sigma=0.05)
+    steps = 30
+    rebuilt, e_rebuild, builds_rebuild = _langevin(model, start, 0.0, steps)
+    skinned, e_skin, builds_skin = _langevin(model, start, 0.4, steps)
+    assert len(e_rebuild) == steps + 1 and np.isfinite(e_rebuild).all()
+    assert builds_rebuild == steps + 1
+    assert 1 <= builds_skin < steps / 2  # the cached list was reused
+    assert not np.array_equal(rebuilt.positions, start.positions)  # the atoms moved
+    np.testing.assert_array_equal(skinned.positions, rebuilt.positions)
+    np.testing.assert_array_equal(skinned.get_velocities(), rebuilt.get_velocities())
+    np.testing.assert_array_equal(e_skin, e_rebuild)
+    # the noise is the seed's: another seed gives another trajectory
+    other, _, _ = _langevin(model, start, 0.4, steps, seed=8)
+    assert not np.allclose(other.positions, rebuilt.positions)
+    # the final state's energy and forces are the model's direct prediction there
+    ref = predict(model, atoms_to_batch(rebuilt, model.cutoff, dtype=torch.float64))
+    np.testing.assert_allclose(rebuilt.get_potential_energy(), float(ref["energy"][0]), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(rebuilt.get_forces(), ref["forces"].numpy(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["water", "cu32"])
+def test_extxyz_round_trip(tmp_path, mol_model, metal_model, name):
+    """ase.io.write of atoms carrying the calculator stores its results; ase.io.read gives them back."""
+    import ase.io
+
+    model = mol_model if name == "water" else metal_model
+    atoms = _rattled(name, sigma=0.05)
+    atoms.calc = StudentCalculator(model)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    periodic = bool(atoms.pbc.all())
+    stress = atoms.get_stress() if periodic else None
+    ref = predict(model, atoms_to_batch(atoms, model.cutoff, dtype=torch.float64), stress=periodic)
+    ase.io.write(tmp_path / "x.extxyz", atoms)
+    back = ase.io.read(tmp_path / "x.extxyz")
+    assert back.calc is not None
+    np.testing.assert_array_equal(back.numbers, atoms.numbers)
+    np.testing.assert_allclose(back.positions, atoms.positions, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(back.pbc, atoms.pbc)
+    # extxyz stores the energy in full precision, per-atom arrays with 8 decimals
+    np.testing.assert_allclose(back.get_potential_energy(), energy, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(back.get_potential_energy(), float(ref["energy"][0]), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(back.get_forces(), forces, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(back.get_forces(), ref["forces"].numpy(), rtol=0, atol=1e-7)
+    if periodic:
+        from ase.stress import full_3x3_to_voigt_6_stress
+
+        np.testing.assert_allclose(back.cell.array, atoms.cell.array, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(back.get_stress(), stress, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(back.get_stress(), full_3x3_to_voigt_6_stress(ref["stress"][0].numpy()),
+                                   rtol=1e-8, atol=1e-12)
+    else:
+        with pytest.raises(PropertyNotImplementedError):
+            back.get_stress()
+
+
+def _device_check(tmp_path, device):
+    """A float32 student saved to a file, loaded on ``device``: energy, forces, stress as a
+    separate CPU calculator (and the model's direct CPU prediction) give them."""
+    molecule = _model([1, 6, 8], dtype=torch.float32, seed=4)
+    metal = _model([29], dtype=torch.float32, seed=5, cutoff=3.0)
+    for model, name in ((molecule, "aspirin"), (metal, "cu32")):
+        path = save(model, tmp_path / f"{name}.safetensors")
+        atoms = _rattled(name, sigma=0.05)
+        periodic = bool(atoms.pbc.all())
+        calc = load_calculator(path, device=device)
+        assert calc.device == torch.device(device)
+        assert next(calc.model.parameters()).device.type == torch.device(device).type
+        atoms.calc = calc
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        assert forces.dtype == np.float64 and np.isfinite(forces).all()
+        ref = predict(model, atoms_to_batch(atoms, model.cutoff, dtype=torch.float32), stress=periodic)
+        cpu = atoms.copy()
+        cpu.calc = load_calculator(path)  # the default device
+        np.testing.assert_allclose(energy, cpu.get_potential_energy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(energy, float(ref["energy"][0]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(forces, cpu.get_forces(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(forces, ref["forces"].numpy(), rtol=1e-4, atol=1e-5)
+        if periodic:
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            np.testing.assert_allclose(atoms.get_stress(), cpu.get_stress(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(atoms.get_stress(), full_3x3_to_voigt_6_stress(ref["stress"][0].numpy()),
+                                       rtol=1e-4, atol=1e-6)
+        # a few MD steps on the device: the cached neighbor list and tensors stay on it
+        atoms.calc = StudentCalculator(calc.model, device=device, skin=0.3)
+        thermalize_momenta(atoms, 300, rng=np.random.default_rng(0))
+        VelocityVerlet(atoms, timestep=0.5 * units.fs).run(5)
+        assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_device_cpu_explicit(tmp_path):
+    _device_check(tmp_path, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.is_available() is False: no CUDA device")
+def test_device_cuda_equals_cpu(tmp_path):
+    _device_check(tmp_path, "cuda")

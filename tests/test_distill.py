@@ -1,5 +1,6 @@
 """distill end to end on EMT with a tiny budget: every artifact, resume after a failure in every stage and
-after kill -9 during training, refusal to overwrite, config round trip, provenance split."""
+after kill -9 during training, refusal to overwrite, --overwrite (a fresh run), --config RUN/config.yaml into a
+new --out (same options, same teacher data), provenance split."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -172,6 +174,28 @@ def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
     # a finished run is refused, and repeated with --overwrite
     again = CliRunner().invoke(cli, args[3:])
     assert again.exit_code == 2 and "finished" in again.output and "--overwrite" in again.output
+    before = {stage: (run.read_marker(stage)["finished"], run.marker(stage).stat().st_mtime_ns) for stage in STAGES}
+    student_before = run.student.stat().st_mtime_ns
+    (out / "notes.txt").write_text("not the run's")  # overwrite removes only what a run writes
+    stale = run.samples / "stale.db"
+    stale.write_text("left by the old run")
+    # --overwrite with another option (--epochs 4, also keeps this test short): a fresh run, not a resume
+    fresh = CliRunner().invoke(cli, args_short[3:] + ["--overwrite", "--json"])
+    assert fresh.exit_code == 0, fresh.output
+    assert f"resuming {out}" not in fresh.output and "training the" in fresh.output and "resuming the" not in fresh.output
+    assert not stale.exists() and (out / "notes.txt").read_text() == "not the run's"
+    assert [p.name for p in (out / "train" / "logs").glob("version_*")] == ["version_0"]  # one training segment
+    for stage in STAGES:
+        marker = run.read_marker(stage)
+        assert marker is not None and run.is_done(stage), stage
+        assert marker["finished"] >= before[stage][0], stage
+        assert run.marker(stage).stat().st_mtime_ns > before[stage][1], stage  # every stage ran again
+    assert run.student.stat().st_mtime_ns > student_before
+    assert DistillConfig.load(run.config).epochs == 4
+    fresh_report = json.loads(fresh.stdout[fresh.stdout.index("{"):])
+    metrics = (out / "train" / "metrics.csv").read_text().splitlines()
+    assert 1 < len(metrics) <= 1 + 4  # header + at most 4 epochs: the new option, not the old 400
+    _check_artifacts(out, SimpleNamespace(report=fresh_report, config=DistillConfig.load(run.config)))
     # --config repeats the run: the same resolved options
     from mlff_distiller.cli.distill import build_config
     from mlff_distiller.distill.run import load_run_config
@@ -179,6 +203,31 @@ def test_kill_during_training_then_resume_refuse_and_overwrite(tmp_path):
     saved = load_run_config(out)
     repeated = build_config({**saved.to_dict(), "plan": {}}, {"out": str(tmp_path / "again")})
     assert saved.differences(repeated, ignore={"out_dir", "plan"}) == []
+    # ... and as a command: the run's config.yaml into a new --out
+    copy = tmp_path / "again"
+    rerun = CliRunner().invoke(cli, ["distill", "--config", str(out / "config.yaml"), "--out", str(copy), "--json"])
+    assert rerun.exit_code == 0, rerun.output
+    assert f"resuming {copy}" not in rerun.output and "training the" in rerun.output and "resuming the" not in rerun.output
+    assert "planning the run" not in rerun.output  # every option was given: no timing runs
+    first, second = saved.to_dict(), DistillConfig.load(copy / "config.yaml").to_dict()
+    assert second.pop("out_dir") == str(copy) and first.pop("out_dir") == str(out)
+    # plan (informational: the planner's timings) is the one field not carried over: the first run left
+    # some sizes on auto and was planned; the repeat gets every size from config.yaml and times nothing
+    assert first.pop("plan")["budget_minutes"] == 60.0 and second.pop("plan") == {}
+    assert second == first
+    rerun_report = json.loads(rerun.stdout[rerun.stdout.index("{"):])
+    assert "no budget planning" in rerun_report["pipeline"]["plan"]
+    _check_artifacts(copy, SimpleNamespace(report=rerun_report, config=DistillConfig.load(copy / "config.yaml")))
+    # the same options and seed: the same teacher data and split
+    from ase.db import connect
+
+    for name in ("labels/test.db", "labels/train_pool.db"):
+        rows = [list(connect(root / name).select(sort="id")) for root in (out, copy)]
+        assert len(rows[0]) == len(rows[1]) > 0
+        for a, b in zip(*rows):
+            np.testing.assert_array_equal(a.positions, b.positions)
+            assert a.energy == b.energy
+    assert json.loads((copy / "split" / "split.json").read_text()) == json.loads(run.split_json.read_text())
 
 
 def test_hvp_labels_reach_training(tmp_path):
