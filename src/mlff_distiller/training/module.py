@@ -227,16 +227,18 @@ class StudentModule(LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        if self.plateau is not None:
-            self.plateau.step(val_loss)
-        if "forces_mae" in errors:
-            self.hvp_schedule.step(errors["forces_mae"] / 1000.0)  # eV/Å
+        # the epoch's row holds the LR and hvp weight this epoch trained with (as for the cosine
+        # schedule), logged before the schedules decide the next epoch's values
         self.log("elapsed_s", self.elapsed(), on_epoch=True, sync_dist=True)
         optimizer = self._optimizer
         if optimizer is not None:
             self.log("lr", optimizer.param_groups[0]["lr"], on_epoch=True, sync_dist=True)
         if self.initial_weights["hvp"] > 0:
             self.log("hvp_weight", self.hvp_schedule.weight, on_epoch=True, sync_dist=True)
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
+        if "forces_mae" in errors:
+            self.hvp_schedule.step(errors["forces_mae"] / 1000.0)  # eV/Å
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):

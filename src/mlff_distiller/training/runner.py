@@ -7,7 +7,8 @@ OUT (``out_dir``) after a run::
     checkpoints/best.ckpt  best epoch by val_loss (state_dict = EMA weights)   \\ Lightning's
     checkpoints/last.ckpt  last epoch (EMA + current weights, optimizer, ...)  / ModelCheckpoint
     logs/version_N/        Lightning's CSVLogger output, one version per (resumed) segment
-    metrics.csv            one row per epoch: train losses, val MAE/RMSE (meV units), lr, hvp weight
+    metrics.csv            one row per epoch: train losses, val MAE/RMSE (meV units), the lr and hvp
+                           weight the epoch trained with, elapsed_s
     student.safetensors    the best epoch's EMA weights (models.save), with provenance metadata
     summary.json           best epoch, its validation errors, test errors, paths, times
 
@@ -299,12 +300,37 @@ def build_student(cfg: TrainConfig, prepared: TrainingData):
 
 
 class _ProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar without the logger's version number."""
+    """Lightning's tqdm bar without the logger's version number, on stderr as the CLI's other bars
+    (Lightning writes its bars to stdout, which carries the run's summary)."""
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    def init_sanity_tqdm(self):
+        return _on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self):
+        return _on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self):
+        return _on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self):
+        return _on_stderr(super().init_test_tqdm)
+
+    def init_predict_tqdm(self):
+        return _on_stderr(super().init_predict_tqdm)
+
+
+def _on_stderr(make_bar):
+    """A bar from Lightning's ``init_*_tqdm`` (which passes ``file=sys.stdout``) writing to stderr."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return make_bar()
 
 
 def _accelerator_present() -> bool:
