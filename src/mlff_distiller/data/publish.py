@@ -14,12 +14,18 @@ writes a result file) writes through :func:`publish`::
 - Without ``overwrite`` the file is published by ``os.link(tmp, out)``, which fails if ``out``
   exists: two runs writing the same name can never both "succeed" with one result silently
   gone; the second gets ``FileExistsError``. With ``overwrite``, ``os.replace`` (atomic).
-- On any failure the temporary file and SQLite's side files (``-journal``, ``-wal``, ``-shm``)
-  are removed; a full disk (``ENOSPC``, ``EFBIG``, SQLite's "database or disk is full") becomes
+- On any failure the temporary file and its side files (SQLite's ``-journal``, ``-wal``, ``-shm``,
+  ASE's ``.lock``) are removed; a full disk (``ENOSPC``, ``EFBIG``, SQLite's "database or disk is full") becomes
   one ``OSError`` naming ``out`` and saying nothing was written.
-- Leftovers of writers that were killed (``kill -9``) on this host — partial files and spill
-  directories whose process no longer exists — are removed the next time the same name is
-  written (:func:`remove_stale`).
+- Leftovers of writers that were killed (``kill -9``) on this host — partial files, their side
+  files and spill directories whose process no longer exists — are removed the next time the same
+  name is written (:func:`remove_stale`).
+
+Small files (configs, reports, markers, a student) are written by :func:`write_atomic`, the same
+steps for bytes, text or a callback that writes to the open temporary file::
+
+    write_atomic(path, text)                              # replaces path atomically
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png"), overwrite=False)
 
 HDF5 cannot survive a full disk (h5py crashes the interpreter when it closes a file whose
 metadata writes failed), so HDF5 writers also ask a :class:`SpaceGuard` before each structure,
@@ -44,6 +50,9 @@ PathLike = Union[str, os.PathLike]
 
 #: side files SQLite creates next to a database
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+#: side files a writer of a temporary file may leave beside it: SQLite's and ASE's lock file
+#: (``ase.db`` writes under ``<file>.lock``, which a killed writer leaves behind)
+SIDE_FILES = SQLITE_SIDE_FILES + (".lock",)
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
 
@@ -68,12 +77,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale(target: PathLike) -> list[Path]:
-    """Remove leftovers of dead writers of ``target`` on this host (partial files, their SQLite side
-    files, spill directories); returns what was removed. Files of live processes, of other hosts and
+    """Remove leftovers of dead writers of ``target`` on this host (partial files, their side files
+    :data:`SIDE_FILES`, spill directories); returns what was removed. Files of live processes, of other hosts and
     anything not named like a leftover are never touched."""
     target = Path(target)
     directory = target.parent
-    side = "(?:-journal|-wal|-shm)?"
+    side = "(?:" + "|".join(re.escape(x) for x in SIDE_FILES) + ")?"
     patterns = [
         re.compile(rf"^\.{re.escape(target.name)}\.(?:partial|spill)-{re.escape(_HOST)}-(\d+)-[A-Za-z0-9_]+{side}$"),
         # names of the writers before this module: .<stem>.partial-<pid><suffix>, .<name>.partial-<pid>
@@ -151,9 +160,9 @@ def _remove(path: Path) -> None:
 
 
 def remove_partial(tmp: Path) -> None:
-    """Remove a temporary file (or directory) and SQLite's side files of it."""
+    """Remove a temporary file (or directory) and its side files (:data:`SIDE_FILES`)."""
     _remove(tmp)
-    for suffix in SQLITE_SIDE_FILES:
+    for suffix in SIDE_FILES:
         _remove(tmp.with_name(tmp.name + suffix))
 
 
@@ -203,14 +212,62 @@ def publish(target: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     Raises FileExistsError (before any work, or at publishing when another run created
     ``target`` meanwhile), FileNotFoundError for a missing directory, and ``OSError(ENOSPC)``
     naming ``target`` for a full disk."""
+    with _staged(target, overwrite) as (fd, tmp):
+        os.close(fd)
+        yield tmp
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(target: PathLike, data, *, overwrite: bool = True, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``target`` atomically; returns ``target`` as a Path.
+
+    ``data``: ``bytes``, ``str`` (encoded with ``encoding``), or a callable given the open binary
+    temporary file (``lambda fh: fig.savefig(fh, format="png")``). The temporary file is created
+    exclusively beside ``target`` (``mkstemp``) and written through the descriptor ``mkstemp``
+    returned (never by name: a symlink planted anywhere in the directory is never followed), synced,
+    then published by ``os.replace`` (``overwrite``, the default) or ``os.link`` (fails with
+    FileExistsError when ``target`` exists). The file gets the mode ``open()`` would give it
+    (0666 less the umask). On failure nothing is left behind and ``target`` is unchanged;
+    IsADirectoryError when ``target`` is a directory."""
+    target = Path(target)
+    if target.is_dir() and not target.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not replaced by a file", str(target))
+    if isinstance(data, str):
+        data = data.encode(encoding)
+    with _staged(target, overwrite) as (fd, tmp):
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return target
+
+
+@contextmanager
+def _staged(target: PathLike, overwrite: bool) -> Iterator[tuple[int, Path]]:
+    """:func:`publish`'s steps; yields the temporary file's open descriptor (the block closes it) and path."""
     target = Path(target)
     check_target(target, overwrite)
     remove_stale(target)
     fd, name = tempfile.mkstemp(prefix=temp_prefix(target), dir=target.parent)
-    os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
+        yield fd, tmp
         if overwrite:
             _replace(tmp, target)
         else:
@@ -288,5 +345,6 @@ class SpaceGuard:
 
 __all__ = [
     "publish", "spill_directory", "remove_stale", "remove_partial", "check_target", "is_disk_full",
-    "temp_prefix", "SpaceGuard", "WriteError", "DiskFullError", "SQLITE_SIDE_FILES",
+    "temp_prefix", "SpaceGuard", "WriteError", "DiskFullError", "SQLITE_SIDE_FILES", "SIDE_FILES",
+    "write_atomic",
 ]

@@ -32,6 +32,7 @@ import numpy as np
 
 from .dataset import MolecularSubset
 from .indices import subset_root
+from .publish import write_atomic
 from .readers.base import chunks, scan
 from .stats import ISOLATED_CONFIG_TYPES, is_isolated_atom
 
@@ -356,10 +357,7 @@ def save_split(
         "counts": {name: len(s.indices) for name, s in named.items()},
         "splits": {name: [int(i) for i in s.indices] for name, s in named.items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(document, indent=1), overwrite=overwrite)
 
 
 def load_split(path: Union[str, os.PathLike], dataset) -> tuple[MolecularSubset, ...]:

@@ -153,11 +153,9 @@ class DistillConfig:
         """Write as YAML (atomically)."""
         import yaml
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from ..data.publish import write_atomic
+
+        return write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "DistillConfig":

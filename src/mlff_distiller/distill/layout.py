@@ -75,9 +75,9 @@ class RunDir:
             "outputs": [os.fspath(Path(p).relative_to(self.root)) for p in outputs],
             **extra,
         }
-        tmp = self.markers / f".{stage}.done.tmp"
-        tmp.write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, self.marker(stage))
+        from ..data.publish import write_atomic
+
+        write_atomic(self.marker(stage), json.dumps(info, indent=1, default=str))
 
     def clear_marker(self, stage: str) -> None:
         self.marker(stage).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..data.publish import publish, write_atomic
 from .config import DistillConfig
 from .layout import RunDir
 
@@ -52,14 +53,6 @@ class Context:
 
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False,
                     disable=None if self.config.progress else True)
-
-
-def _atomic_dir_file(path: Path) -> Path:
-    """A temporary sibling of ``path`` with the same suffix (removed when it exists)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if tmp.exists():
-        tmp.unlink()
-    return tmp
 
 
 def _write(path: Path, structures, metadata: dict) -> int:
@@ -218,15 +211,14 @@ def _copy_rows(src: Path, dst: Path, ids: list[int]) -> None:
     """Copy rows ``ids`` of ASE database ``src`` (atoms, labels, key-value pairs, data) and its metadata."""
     from ase.db import connect
 
-    tmp = _atomic_dir_file(dst)
     source = connect(src)
-    with connect(tmp) as out:
-        for row_id in ids:
-            row = source.get(id=row_id)
-            out.write(row, key_value_pairs=dict(row.key_value_pairs), data=dict(row.data))
-    target = connect(tmp)
-    target.metadata = source.metadata
-    os.replace(tmp, dst)
+    with publish(dst, overwrite=True) as tmp:  # a fresh empty file (mkstemp) that SQLite fills
+        with connect(str(tmp), type="db") as out:
+            for row_id in ids:
+                row = source.get(id=row_id)
+                out.write(row, key_value_pairs=dict(row.key_value_pairs), data=dict(row.data))
+        target = connect(str(tmp), type="db")
+        target.metadata = source.metadata
 
 
 def stage_split(ctx: Context) -> list[Path]:
@@ -245,9 +237,7 @@ def stage_split(ctx: Context) -> list[Path]:
                    "(sample_group × method × temperature); whole blocks drawn for validation",
             "train": len(train_ids), "val": len(val_ids), "val_blocks": sorted(val_groups),
             "train_rows": [i - 1 for i in train_ids], "val_rows": [i - 1 for i in val_ids]}
-    tmp = _atomic_dir_file(run.split_json)
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, run.split_json)
+    write_atomic(run.split_json, json.dumps(info, indent=1))
     ctx.log(f"split the training pool: {len(train_ids)} train, {len(val_ids)} validation ({len(val_groups)} blocks)")
     return [run.train_db, run.val_db, run.split_json]
 
@@ -313,9 +303,7 @@ def stage_export(ctx: Context) -> list[Path]:
     metadata = models.read_metadata(trained).get("metadata", {})
     metadata["distill"] = {"config": ctx.config.to_dict(), "teacher": ctx.teacher.info(),
                            "run_dir": os.fspath(run.root)}
-    tmp = run.root / ".student.safetensors.tmp"
-    models.save(model, tmp, metadata=metadata)
-    os.replace(tmp, run.student)
+    models.save(model, run.student, metadata=metadata)  # replaces the file atomically
     ctx.log(f"exported the student to {run.student}")
     return [run.student]
 

@@ -42,9 +42,11 @@ def write_plots(errors: Errors, out_dir: Path, md: Optional[dict] = None) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
 
+    from ..data.publish import write_atomic
+
     def save(fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out_dir / f"{name}.png")
+        write_atomic(out_dir / f"{name}.png", lambda fh: fig.savefig(fh, format="png"))
         plt.close(fig)
         files[name] = f"{name}.png"
 

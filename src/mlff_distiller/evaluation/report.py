@@ -203,15 +203,14 @@ def _json_default(value):
 
 def write_report(report: dict, out_dir: Path, title: str = "Distillation report") -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir`` (atomically); return their paths."""
+    from ..data.publish import write_atomic
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in (("report.json", json.dumps(report, indent=2, default=_json_default, allow_nan=True)),
                        ("report.md", render_markdown(report, title))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out_dir / name)
-        paths.append(out_dir / name)
+        paths.append(write_atomic(out_dir / name, text + "\n"))
     return paths[0], paths[1]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as _safetensors_bytes
 
 from .base import StudentModel
 from .registry import build_model
@@ -38,7 +38,7 @@ def _package_version() -> str:
 
 
 def save(model: StudentModel, path: PathLike, *, metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``model`` to ``path`` (one ``.safetensors`` file); returns the path.
+    """Write ``model`` to ``path`` (one ``.safetensors`` file, replaced atomically); returns the path.
 
     ``metadata`` must be JSON-serialisable (it is stored verbatim under ``"metadata"``).
     """
@@ -61,9 +61,10 @@ def save(model: StudentModel, path: PathLike, *, metadata: Optional[Mapping[str,
     except (TypeError, ValueError) as exc:
         raise ValueError(f"model metadata must be JSON-serialisable (finite numbers, str, lists, dicts): {exc}") from exc
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    from ..data.publish import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={HEADER_KEY: text})
-    return path
+    return write_atomic(path, _safetensors_bytes(tensors, metadata={HEADER_KEY: text}))
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:

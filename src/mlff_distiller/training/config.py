@@ -213,7 +213,9 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        from ..data.publish import write_atomic
+
         path = Path(path)
         data = self.to_dict()
         if path.suffix in (".yaml", ".yml"):
@@ -222,10 +224,7 @@ class TrainConfig:
             text = yaml.safe_dump(data, sort_keys=False)
         else:
             text = json.dumps(data, indent=1)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, text)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "TrainConfig":

@@ -20,6 +20,7 @@ export.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -32,6 +33,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from ..data.publish import write_atomic
 from .config import LossWeights, TrainConfig
 from .data import StudentDataModule, TrainingData
 from .metrics import METRIC_UNITS
@@ -274,7 +276,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult:
     if prepared.test is not None and result.student is not None:
         result.test_metrics = evaluate(result.student, datamodule.loader(prepared.test, train=False, world=(1, 0)))
     result.seconds = time.perf_counter() - start
-    (out / SUMMARY_FILE).write_text(json.dumps(result.as_dict(), indent=1, default=str))
+    write_atomic(out / SUMMARY_FILE, json.dumps(result.as_dict(), indent=1, default=str))
     return result
 
 
@@ -453,13 +455,12 @@ def merge_metrics(out: Path) -> Optional[Path]:
     if not rows:
         return None
     keys = ["epoch"] + sorted({k for r in rows.values() for k in r} - {"epoch"})
-    target = out / METRICS_FILE
-    with open(target, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        for epoch in sorted(rows):
-            writer.writerow({**rows[epoch], "epoch": epoch})
-    return target
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    for epoch in sorted(rows):
+        writer.writerow({**rows[epoch], "epoch": epoch})
+    return write_atomic(out / METRICS_FILE, text.getvalue())
 
 
 def _epoch_row(metrics_csv: Optional[Path], epoch: Optional[int]) -> dict[str, float]:

@@ -119,6 +119,12 @@ class PackedBuilder:
         self._natoms: list[np.ndarray] = []
         self._num_edges: list[np.ndarray] = []
 
+    @property
+    def declared_keys(self) -> tuple[Key, ...]:
+        """The keys of the labels and extras stored so far (beyond positions, numbers, cell, pbc), in
+        the order they first appeared."""
+        return tuple(self._declared.values())
+
     def _column(self, name: str, row_shape: tuple, fill=None) -> _Column:
         column = self._columns.get(name)
         if column is None:

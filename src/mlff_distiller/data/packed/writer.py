@@ -90,7 +90,7 @@ def write_packed(
             builder.add(structures)
             if progress is not None:
                 progress(len(structures))
-        stored = [registry[n] for n in ("positions", "cell") + STRUCTURE_LABELS] + list(builder._declared.values())
+        stored = [registry[n] for n in ("positions", "cell") + STRUCTURE_LABELS] + list(builder.declared_keys)
         attrs["stored_units"] = json.dumps({k.name: k.unit for k in stored if k.unit and k.numeric})
         # h5py cannot close a file after a failed write: room for the spilled data first
         SpaceGuard(tmp, shown=str(path)).check(sum(f.stat().st_size for f in spill.iterdir()))
