@@ -18,7 +18,6 @@ run removes. When every input index is in a chunk, the chunks are concatenated i
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path

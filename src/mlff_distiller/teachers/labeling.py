@@ -227,8 +227,10 @@ def _label(src, dst, journal, local_teacher, spec, settings, out_format, engine,
     if failures:
         import json
 
-        failures_path.write_text(json.dumps({"input": src, "output": str(dst), "teacher": local_teacher.info(),
-                                             "failed": failures}, indent=1), encoding="utf-8")
+        from ..data.publish import write_atomic
+
+        write_atomic(failures_path, json.dumps({"input": src, "output": str(dst), "teacher": local_teacher.info(),
+                                                "failed": failures}, indent=1))
     elif failures_path.exists():
         failures_path.unlink()
     journal.remove()
