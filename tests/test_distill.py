@@ -257,3 +257,21 @@ def test_hvp_labels_reach_training(tmp_path):
     header = (RunDir(out).train / "metrics.csv").read_text().splitlines()[0]
     assert "hvp" in header
     assert "Hessian-vector" in result.report["pipeline"]["labels"]
+
+
+def test_planned_training_shrinks_to_keep_the_budget_after_an_overrun():
+    from mlff_distiller.distill.budget import EVAL_SHARE, training_seconds
+
+    planned = DistillConfig(budget_minutes=60.0, train_minutes=27.0, plan={"train_minutes_auto": True})
+    left_after = 60.0 * 60.0 * (1.0 - EVAL_SHARE - 0.05)  # what sampling+labeling+split may use with training
+    seconds, why = training_seconds(planned, seconds_spent=20 * 60.0)  # on time: the plan stands
+    assert (seconds, why) == (27 * 60.0, "as planned")
+    seconds, why = training_seconds(planned, seconds_spent=35 * 60.0)  # 15 min late
+    assert seconds == pytest.approx(left_after - 35 * 60.0) and seconds < 27 * 60.0
+    assert "shortened from 27.0 min" in why and "35.0 min of the 60-min budget" in why
+    seconds, _ = training_seconds(planned, seconds_spent=59 * 60.0)  # never less than a quarter of the plan
+    assert seconds == pytest.approx(0.25 * 27 * 60.0)
+    # minutes the user chose, or a repeated config (no plan), are kept whatever the clock says
+    chosen = DistillConfig(budget_minutes=60.0, train_minutes=27.0, plan={"train_minutes_auto": False})
+    assert training_seconds(chosen, seconds_spent=59 * 60.0) == (27 * 60.0, "as configured")
+    assert training_seconds(DistillConfig(budget_minutes=60.0, train_minutes=5.0), 1e9) == (300.0, "as configured")

@@ -8,7 +8,9 @@ untrained student of the configured size (speed does not depend on the weights),
   call's own labels are kept, so a frame costs no extra labeling call), equilibration steps, and
   ``2 * hvp`` calls per training frame for Hessian-vector products;
 - ``TRAIN_SHARE`` for training (``train_minutes``, Lightning's ``max_time``; ``epochs`` is a
-  ceiling that early stopping and the clock usually hit first);
+  ceiling that early stopping and the clock usually hit first). When the stages before training
+  took longer than planned (a busy machine), ``training_seconds`` shortens planned training so the
+  whole run keeps its budget;
 - the rest for evaluation (like-for-like timing, NVE steps with the student) and fixed costs.
 
 Every number chosen, and the speeds it was chosen from, go into ``config.plan`` so the report can
@@ -24,7 +26,7 @@ import numpy as np
 
 from .config import DistillConfig
 
-__all__ = ["plan", "SAMPLE_SHARE", "TRAIN_SHARE", "EVAL_SHARE"]
+__all__ = ["plan", "training_seconds", "SAMPLE_SHARE", "TRAIN_SHARE", "EVAL_SHARE"]
 
 SAMPLE_SHARE = 0.40
 TRAIN_SHARE = 0.45
@@ -144,6 +146,7 @@ def plan(config: DistillConfig, teacher, seeds: Sequence, log: Callable[[str], N
     )
     values["plan"] = {
         "budget_minutes": config.budget_minutes,
+        "train_minutes_auto": config.train_minutes is None,  # stage_train may then shorten it to keep the budget
         "teacher_ms_per_call": round(1e3 * t_teacher, 3),
         "student_ms_per_call_untrained": round(1e3 * t_student, 3),
         "teacher_calls_planned": int(sample_calls),
@@ -156,6 +159,24 @@ def plan(config: DistillConfig, teacher, seeds: Sequence, log: Callable[[str], N
         f"(every {interval} / {test_interval} MD steps, {eq} equilibration steps), ~{sample_calls * t_teacher / 60:.1f} min of teacher "
         f"calls, {train_minutes:.1f} min training, {md_steps} NVE steps")
     return resolved
+
+
+def training_seconds(config: DistillConfig, seconds_spent: float) -> tuple[float, str]:
+    """Seconds of training for a run that has already spent ``seconds_spent`` (the stages before
+    training), and why. The planned ``train_minutes`` — unless the planner chose them (``plan``
+    ``train_minutes_auto``) and the stages before overran: then training gets what is left of the
+    budget after the evaluation share, but never less than a quarter of the plan (a student too
+    short-trained to evaluate helps no one; the report shows the overrun)."""
+    planned = 60.0 * config.train_minutes
+    if not config.plan.get("train_minutes_auto"):
+        return planned, "as configured"
+    budget = 60.0 * config.budget_minutes
+    left = budget * (1.0 - EVAL_SHARE - 0.05) - seconds_spent
+    if left >= planned:
+        return planned, "as planned"
+    seconds = max(0.25 * planned, left)
+    return seconds, (f"shortened from {planned / 60:.1f} min: the stages before took {seconds_spent / 60:.1f} min "
+                     f"of the {config.budget_minutes:g}-min budget")
 
 
 def estimate_calls(config: DistillConfig, n_seeds: int) -> int:

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..data.publish import publish, write_atomic
 from .config import DistillConfig
-from .layout import RunDir
+from .budget import training_seconds
+from .layout import STAGES, RunDir
 
 __all__ = ["Context", "STAGE_FUNCTIONS", "sample_parts"]
 
@@ -248,11 +249,15 @@ def stage_train(ctx: Context) -> list[Path]:
 
     cfg, run = ctx.config, ctx.run
     resume = (run.train / "checkpoints" / "last.ckpt").exists()
-    ctx.log(("resuming" if resume else "training") + f" the {cfg.model} student for up to {cfg.train_minutes:g} min")
+    spent = sum((run.read_marker(stage) or {}).get("seconds", 0.0) for stage in STAGES[: STAGES.index("train")])
+    seconds, why = training_seconds(cfg, spent)
+    ctx.log(("resuming" if resume else "training") + f" the {cfg.model} student for up to {seconds / 60:.3g} min"
+            + ("" if why.startswith("as ") else f" ({why})"))
+    ctx.info["train"] = {"max_minutes": round(seconds / 60.0, 3), "why": why}
     options = dict(cfg.train_options)
     options.setdefault("progress_bar", cfg.progress)
     with _quiet_training():
-        result = _train(train, cfg, run, resume, options)
+        result = _train(train, cfg, run, resume, options, seconds)
     if result.student is None:
         raise RuntimeError(f"training in {run.train} produced no student (no checkpoint was written)")
     val = result.best_metrics.get("val_forces_mae")
@@ -279,7 +284,7 @@ def _quiet_training():
         logger.setLevel(level)
 
 
-def _train(train, cfg: DistillConfig, run: RunDir, resume: bool, options: dict):
+def _train(train, cfg: DistillConfig, run: RunDir, resume: bool, options: dict, seconds: float):
     # a time-budgeted run: the learning rate decays along a cosine over the training minutes (a plateau
     # schedule never fires within a few minutes); train_options={"lr_schedule": "plateau"} overrides it
     options = {"lr_schedule": "cosine", **options}
@@ -287,7 +292,7 @@ def _train(train, cfg: DistillConfig, run: RunDir, resume: bool, options: dict):
         str(run.train_db), out_dir=str(run.train), model=cfg.model, val=str(run.val_db), epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, weights=dict(cfg.weights) or None, hvp_weight=cfg.hvp_weight,
         seed=cfg.seed, resume=resume, overwrite=not resume, cutoff=cfg.cutoff, model_options=dict(cfg.model_options),
-        dtype=cfg.dtype, max_time=60.0 * cfg.train_minutes, num_threads=cfg.threads, **options,
+        dtype=cfg.dtype, max_time=seconds, num_threads=cfg.threads, **options,
     )
 
 
