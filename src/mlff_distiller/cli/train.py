@@ -7,6 +7,7 @@ import re
 
 import click
 
+from ..training.config import LR_SCHEDULES
 from .errors import InputError, one_line
 from .inputs import require_input, shown_path
 from .options import CUTOFF, FORMAT_HELP, PATHS_HELP, FiniteFloatRange, json_object
@@ -86,7 +87,7 @@ def _devices(text: str):
 )
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option(
-    "--lr-schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
+    "--lr-schedule", type=click.Choice(LR_SCHEDULES), default="plateau", show_default=True,
     help="plateau: halve the LR when val_loss stalls; cosine: decay to the minimum over --epochs (or --max-time).",
 )
 @click.option("--energy-weight", type=WEIGHT, default=5.0, show_default=True, help="Energy-per-atom loss weight.")

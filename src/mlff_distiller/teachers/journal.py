@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..data.publish import write_atomic
+
 _CHUNK = re.compile(r"^chunk-(\d{9})-(\d{9})\.h5$")
 
 
@@ -51,7 +53,7 @@ class Journal:
     def create(self, settings: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
-        _atomic_write(self.path / "run.json", json.dumps(settings, indent=1, sort_keys=True))
+        write_atomic(self.path / "run.json", json.dumps(settings, indent=1, sort_keys=True))
 
     def lock(self) -> None:
         """Hold the journal's lock, or BlockingIOError when another live process holds it."""
@@ -116,7 +118,7 @@ class Journal:
         """Store the results of input indices ``start..stop-1``: failures first, then the structures."""
         from ..data.writers import write_structures
 
-        _atomic_write(self.failures_path(start, stop), json.dumps(failures, sort_keys=True))
+        write_atomic(self.failures_path(start, stop), json.dumps(failures, sort_keys=True))
         write_structures(self.chunk_path(start, stop), structures, "packed", overwrite=True)
 
     def failures(self) -> list[dict]:
@@ -139,9 +141,3 @@ class Journal:
                     yield from reader.read_many(range(a, min(a + 256, n)))
             finally:
                 reader.close()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from ..data.publish import write_atomic
-
-    write_atomic(path, text)

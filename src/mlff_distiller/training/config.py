@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-__all__ = ["LossWeights", "TrainConfig", "RESUMABLE_CHANGES", "SPLITS"]
+#: learning-rate schedules: decay on a validation plateau, or a half cosine over the run
+LR_SCHEDULES = ("plateau", "cosine")
+
+__all__ = ["LossWeights", "TrainConfig", "RESUMABLE_CHANGES", "SPLITS", "LR_SCHEDULES"]
 
 #: how the validation/test structures are chosen (see ``data.make_splits``)
 SPLITS = ("auto", "random", "group", "composition")
@@ -165,8 +168,8 @@ class TrainConfig:
         number("test_fraction")
         number("hvp_force_target", open_low=True, allow_none=True)
         number("hvp_target_tolerance")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be {' or '.join(map(repr, LR_SCHEDULES))}, got {self.lr_schedule!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor!r}")
         if not 0 < self.hvp_decay <= 1:

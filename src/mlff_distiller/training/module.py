@@ -33,14 +33,12 @@ from lightning.pytorch import LightningModule
 
 from ..data.keys import STRUCTURE_LABELS
 from ..models import predict
+from .config import LR_SCHEDULES
 from .losses import LABELS, LossScales, residuals, weighted_loss
 from .metrics import ErrorAccumulator
 from .schedules import HessianWeightSchedule
 
 __all__ = ["StudentModule", "MONITOR", "LR_SCHEDULES", "cosine_lr"]
-
-#: learning-rate schedules: decay on a validation plateau, or a half cosine over the run
-LR_SCHEDULES = ("plateau", "cosine")
 
 #: the metric the LR schedule, early stopping and the best checkpoint watch
 MONITOR = "val_loss"
